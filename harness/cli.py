@@ -1,0 +1,151 @@
+"""The `harness` command line: parse arguments, call one function, print the result.
+
+Heavy libraries (torch, diffusers) are imported inside the commands, never at module level, so
+`harness --help` stays instant. A HarnessError becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness import __version__
+from harness.errors import HarnessError
+
+
+def _add_render_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--panels", help="comma-separated panel numbers to render, e.g. 1,3 (default: all)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="panels denoised together (default 1: each panel bit-identical alone or in the story)",
+    )
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default auto)"
+    )
+    p.add_argument("--force", action="store_true", help="replace a different run already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Train, render, score and bundle Kolors LoRA style stories.",
+    )
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("validate", help="check a story file (schema, ranges, prompt lengths)")
+    p.add_argument("story", type=Path)
+
+    p = sub.add_parser("render", help="render a story's panels into a folder")
+    p.add_argument("story", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="run folder to write")
+    _add_render_options(p)
+
+    p = sub.add_parser("run", help="the whole story: validate, render (later: train, score, bundle)")
+    p.add_argument("story", type=Path)
+    p.add_argument("--out", type=Path, help="run folder (default runs/<team>-<name>)")
+    _add_render_options(p)
+
+    p = sub.add_parser("inspect", help="print the parameters embedded in a rendered panel")
+    p.add_argument("image", type=Path)
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    return parser
+
+
+def _quiet_libraries() -> None:
+    try:
+        from diffusers.utils import logging as dlog
+
+        dlog.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def cmd_validate(args) -> int:
+    from harness.config.story import load_story
+
+    loaded = load_story(args.story)
+    s = loaded.story
+    print(
+        f"{args.story}: ok: {s.team}/{s.name}, {len(s.panels)} panels, {s.base_model}, "
+        f"{s.sampling.width}x{s.sampling.height}, {s.sampling.steps} steps, guidance {s.sampling.guidance}"
+        + (f", LoRA {s.lora.path} x {s.lora.scale}" if s.lora else "")
+    )
+    return 0
+
+
+def _render(args, out: Path) -> int:
+    from harness.config.story import load_story
+    from harness.render.run import render_story
+
+    loaded = load_story(args.story)
+    _quiet_libraries()
+    result = render_story(
+        loaded,
+        out,
+        panels=args.panels,
+        batch_size=args.batch_size,
+        device=args.device,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    m = result.manifest
+    print(
+        f"rendered panels {','.join(map(str, result.rendered))} into {out} "
+        f"({len(m['panels'])}/{m['story']['panel_count']} panels present, {m['status']})"
+    )
+    print(f"  images:        {out / 'images'}")
+    print(f"  contact sheet: {result.contact_sheet}")
+    print(f"  manifest:      {out / 'manifest.json'}")
+    return 0
+
+
+def cmd_render(args) -> int:
+    return _render(args, args.out)
+
+
+def cmd_run(args) -> int:
+    out = args.out
+    if out is None:
+        from harness.config.story import load_story
+
+        s = load_story(args.story, check_tokens=False).story
+        out = Path("runs") / f"{s.team}-{s.name}"
+    return _render(args, out)
+
+
+def cmd_inspect(args) -> int:
+    import json
+
+    from harness.render.pngmeta import describe, read_params
+
+    params = read_params(args.image)
+    print(json.dumps(params, ensure_ascii=False, indent=2) if args.json else describe(params))
+    return 0
+
+
+COMMANDS = {"validate": cmd_validate, "render": cmd_render, "run": cmd_run, "inspect": cmd_inspect}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # Deprecation chatter from torch/pynvml/diffusers is not the user's business.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
