@@ -27,14 +27,20 @@ def _variant(folder: Path) -> str | None:
 def load_pipeline(folder: Path, placement: Placement, *, progress: bool = True):
     """KolorsPipeline.from_pretrained on a local folder (never the network), moved to the device."""
     from diffusers import KolorsPipeline
+    from diffusers.utils import logging as dlog
 
-    pipe = KolorsPipeline.from_pretrained(
-        str(folder),
-        torch_dtype=placement.dtype,
-        variant=_variant(folder),
-        local_files_only=True,
-        use_safetensors=True,
-    )
+    if not progress:
+        dlog.disable_progress_bar()
+    try:
+        pipe = KolorsPipeline.from_pretrained(
+            str(folder),
+            torch_dtype=placement.dtype,
+            variant=_variant(folder),
+            local_files_only=True,
+            use_safetensors=True,
+        )
+    finally:
+        dlog.enable_progress_bar()
     if placement.dtype_name == "float16":
         pipe.vae.config.force_upcast = True  # the SDXL VAE overflows in fp16
     pipe.set_progress_bar_config(disable=True)  # the render loop shows one bar for the story
