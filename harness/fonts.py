@@ -68,9 +68,9 @@ def _has_han(path: Path) -> bool:
         font = ImageFont.truetype(str(path), 32)
     except OSError:
         return False
-    return font.getmask("猫").getbbox() != font.getmask("狗").getbbox() or bytes(
-        font.getmask("猫")
-    ) != bytes(font.getmask("狗"))
+    return font.getmask("猫").getbbox() != font.getmask("狗").getbbox() or bytes(font.getmask("猫")) != bytes(
+        font.getmask("狗")
+    )
 
 
 _warned = False

@@ -27,7 +27,9 @@ def lora_file(tmp_path_factory, tiny_model_dir):
     pipe = load_pipeline(tiny_model_dir, Placement("cpu", "float32"), progress=False)
     torch.manual_seed(0)
     pipe.unet.add_adapter(
-        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+        LoraConfig(
+            r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+        )
     )
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     folder = tmp_path_factory.mktemp("lora")
@@ -40,9 +42,19 @@ def pixels(path) -> np.ndarray:
         return np.asarray(im.convert("RGB")).copy()
 
 
-def render_panel(capsys, write_story, tmp_path, name, **story) -> np.ndarray:
+def render_panel(capsys, write_story, tmp_path, name, **story):
     out = tmp_path / name
-    code = main(["render", str(write_story(small_story(**story), f"{name}.yaml")), "--out", str(out), "--quiet", "--panels", "2"])
+    code = main(
+        [
+            "render",
+            str(write_story(small_story(**story), f"{name}.yaml")),
+            "--out",
+            str(out),
+            "--quiet",
+            "--panels",
+            "2",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     return out
@@ -50,7 +62,9 @@ def render_panel(capsys, write_story, tmp_path, name, **story) -> np.ndarray:
 
 def test_lora_changes_the_panel_and_scale_zero_restores_it(capsys, tmp_path, write_story, lora_file):
     base = render_panel(capsys, write_story, tmp_path, "base")
-    styled = render_panel(capsys, write_story, tmp_path, "styled", lora={"path": str(lora_file), "scale": 1.0})
+    styled = render_panel(
+        capsys, write_story, tmp_path, "styled", lora={"path": str(lora_file), "scale": 1.0}
+    )
     off = render_panel(capsys, write_story, tmp_path, "off", lora={"path": str(lora_file), "scale": 0.0})
     b, s, o = (pixels(p / "images" / "02.png") for p in (base, styled, off))
     assert not np.array_equal(b, s), "a trained (non-zero) LoRA must change the picture"
@@ -77,13 +91,15 @@ def test_lora_path_is_relative_to_the_story_file(capsys, tmp_path, write_story, 
 
 
 def test_a_file_that_is_not_a_lora_is_refused_in_one_line(capsys, tmp_path, write_story):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     bogus = tmp_path / "bogus.safetensors"
     save_file({"hello.weight": torch.zeros(2, 2)}, str(bogus))
     out = tmp_path / "bogus-out"
-    code = main(["render", str(write_story(small_story(lora={"path": str(bogus)}))), "--out", str(out), "--quiet"])
+    code = main(
+        ["render", str(write_story(small_story(lora={"path": str(bogus)}))), "--out", str(out), "--quiet"]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "cannot be applied as a Kolors LoRA" in err and len(err.strip().splitlines()) == 1

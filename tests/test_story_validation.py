@@ -209,3 +209,13 @@ def test_manifest_is_valid_json_after_refusal(capsys, tmp_path, write_story):
     code, _, err = run_cli(capsys, "render", path, "--out", out, "--quiet")
     assert code == 2 and "holds a different run" in err and "story_sha256" in err
     assert json.loads((out / "manifest.json").read_text()) == manifest
+
+
+def test_lora_needs_exactly_one_of_path_and_train(capsys, tmp_path, write_story):
+    path = write_story(small_story(lora={"scale": 1.0}))
+    expect_refused(capsys, tmp_path, path, "lora", "exactly one of path")
+
+
+def test_missing_training_config(capsys, tmp_path, write_story):
+    path = write_story(small_story(lora={"train": "train/style.yaml"}))
+    expect_refused(capsys, tmp_path, path, "lora.train", "training config not found")

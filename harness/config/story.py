@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from harness.config.yamlio import Document, field_error, parse_model, read_yaml
 from harness.models.refs import parse_ref
@@ -48,10 +48,20 @@ class Sampling(StrictModel):
 
 
 class LoraSpec(StrictModel):
-    """A LoRA to apply while rendering: a .safetensors file (relative to the story file)."""
+    """The LoRA to render with: a trained .safetensors file, or a training config to train first.
 
-    path: str = Field(min_length=1)
+    Paths are relative to the story file. Exactly one of `path` and `train` is given.
+    """
+
+    path: str | None = Field(None, min_length=1)
+    train: str | None = Field(None, min_length=1)
     scale: float = Field(1.0, ge=-2.0, le=2.0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "LoraSpec":
+        if (self.path is None) == (self.train is None):
+            raise ValueError("give exactly one of path (a trained LoRA) or train (a training config)")
+        return self
 
 
 class Panel(StrictModel):
@@ -111,12 +121,21 @@ class LoadedStory:
         self.doc = doc
         self.path = doc.path
 
+    def _relative(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p)
+
     @property
     def lora_path(self) -> Path | None:
-        if self.story.lora is None:
-            return None
-        p = Path(self.story.lora.path).expanduser()
-        return p if p.is_absolute() else (self.path.parent / p)
+        """The LoRA file the story names directly (None if none, or if it is to be trained)."""
+        lora = self.story.lora
+        return self._relative(lora.path) if lora is not None and lora.path else None
+
+    @property
+    def lora_train_config(self) -> Path | None:
+        """The training config the story declares under lora.train, if any."""
+        lora = self.story.lora
+        return self._relative(lora.train) if lora is not None and lora.train else None
 
 
 def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
@@ -136,6 +155,9 @@ def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
             raise field_error(
                 doc, ("lora", "path"), "only .safetensors LoRA files are rendered (pickles never are)"
             )
+    train = loaded.lora_train_config
+    if train is not None and not train.is_file():
+        raise field_error(doc, ("lora", "train"), f"training config not found: {train}")
     if check_tokens:
         from harness.models.tokenizer import check_prompt_lengths
 

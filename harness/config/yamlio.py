@@ -56,8 +56,7 @@ def _check_duplicates(node: yaml.Node | None, path: Path) -> None:
             k = key.value
             if k in seen:
                 raise HarnessError(
-                    f"{path}:{key.start_mark.line + 1}: duplicate key {k!r} "
-                    f"(first given on line {seen[k]})"
+                    f"{path}:{key.start_mark.line + 1}: duplicate key {k!r} (first given on line {seen[k]})"
                 )
             seen[k] = key.start_mark.line + 1
             _check_duplicates(value, path)
@@ -117,7 +116,7 @@ def _describe(err: dict[str, Any]) -> str:
         return "required field is missing"
     msg = str(err.get("msg", "invalid value"))
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     if isinstance(err.get("input"), (str, int, float, bool)) and "(got " not in msg:
         shown = repr(err["input"])
         if len(shown) > 60:

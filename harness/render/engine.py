@@ -91,9 +91,7 @@ def render(
                     prompt_embeds=torch.cat([encoded[j.prompt][0] for j in batch]),
                     pooled_prompt_embeds=torch.cat([encoded[j.prompt][1] for j in batch]),
                     negative_prompt_embeds=torch.cat([encoded[j.negative_prompt][0] for j in batch]),
-                    negative_pooled_prompt_embeds=torch.cat(
-                        [encoded[j.negative_prompt][1] for j in batch]
-                    ),
+                    negative_pooled_prompt_embeds=torch.cat([encoded[j.negative_prompt][1] for j in batch]),
                     num_inference_steps=sampling.steps,
                     guidance_scale=sampling.guidance,
                     height=sampling.height,
@@ -102,7 +100,7 @@ def render(
                     output_type="pil",
                     callback_on_step_end=step_done,
                 ).images
-            done = list(zip(batch, images))
+            done = list(zip(batch, images, strict=True))
             results.extend(done)
             if on_batch is not None:
                 on_batch(done)

@@ -75,13 +75,24 @@ def render_story(
     device: str = "auto",
     force: bool = False,
     progress: bool = True,
+    lora_file: Path | None = None,
 ) -> RenderResult:
-    """Render all or some panels of `loaded` into `out` (see module docstring)."""
+    """Render all or some panels of `loaded` into `out` (see module docstring).
+
+    `lora_file` is the trained LoRA for a story that declares `lora.train` (`harness run`
+    trains it first); a story that names `lora.path` needs none.
+    """
     story = loaded.story
     out = Path(out)
     chosen = parse_panels(panels, story.panel_count)
     if batch_size < 1:
         raise HarnessError(f"--batch-size: must be at least 1, got {batch_size}")
+    lora_path = lora_file or loaded.lora_path
+    if lora_path is None and loaded.lora_train_config is not None:
+        raise HarnessError(
+            f"{loaded.path}: lora.train names a LoRA still to be trained; "
+            "`harness run` trains it first (or `harness train` it and set lora.path)"
+        )
     identity: dict[str, Any] = {"story_sha256": story_sha256(loaded)}
     outdir.check_out_dir(out, identity, force=force)  # cheap check before any download
 
@@ -92,7 +103,6 @@ def render_story(
 
     t0 = time.perf_counter()
     model = resolve(parse_ref(story.base_model))
-    lora_path = loaded.lora_path
     lora = None
     if lora_path is not None and story.lora is not None:
         lora = {"file": lora_path.name, "sha256": sha256_file(lora_path), "scale": story.lora.scale}
