@@ -45,14 +45,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder to write")
     _add_render_options(p)
 
-    p = sub.add_parser("run", help="the whole story: validate, render (later: train, score, bundle)")
+    p = sub.add_parser("run", help="the whole story: train (if declared), render, score, bundle")
     p.add_argument("story", type=Path)
     p.add_argument("--out", type=Path, help="run folder (default runs/<team>-<name>)")
     _add_render_options(p)
+    p.add_argument("--no-score", action="store_true", help="skip scoring (and the gate)")
+    p.add_argument("--no-bundle", action="store_true", help="do not write the submission bundle")
+    p.add_argument(
+        "--submissions", type=Path, default=Path("submissions"), help="bundles root (default submissions)"
+    )
+    p.add_argument("--namespace", help="ModelScope namespace (default $MODELSCOPE_NAMESPACE, else the team)")
+    from harness.score.cli import add_score_options
+
+    add_score_options(p)
 
     p = sub.add_parser("inspect", help="print the parameters embedded in a rendered panel")
     p.add_argument("image", type=Path)
     p.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    # The other stages own their subcommands; their modules import nothing heavy.
+    from harness.bundle.cli import add_parsers as add_bundle
+    from harness.score.cli import add_parsers as add_score
+    from harness.train.cli import add_parsers as add_train
+
+    add_train(sub)
+    add_score(sub)
+    add_bundle(sub)
     return parser
 
 
@@ -78,10 +96,11 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def _render(args, out: Path) -> int:
+def cmd_render(args) -> int:
     from harness.config.story import load_story
     from harness.render.run import render_story
 
+    out = args.out
     loaded = load_story(args.story)
     _quiet_libraries()
     result = render_story(
@@ -93,6 +112,11 @@ def _render(args, out: Path) -> int:
         force=args.force,
         progress=not args.quiet,
     )
+    _print_render(result, out)
+    return 0
+
+
+def _print_render(result, out: Path) -> None:
     m = result.manifest
     print(
         f"rendered panels {','.join(map(str, result.rendered))} into {out} "
@@ -101,21 +125,46 @@ def _render(args, out: Path) -> int:
     print(f"  images:        {out / 'images'}")
     print(f"  contact sheet: {result.contact_sheet}")
     print(f"  manifest:      {out / 'manifest.json'}")
-    return 0
-
-
-def cmd_render(args) -> int:
-    return _render(args, args.out)
 
 
 def cmd_run(args) -> int:
+    from harness.config.story import load_story
+    from harness.pipeline import run_story
+    from harness.score.cli import config_from_args
+
     out = args.out
     if out is None:
-        from harness.config.story import load_story
-
         s = load_story(args.story, check_tokens=False).story
         out = Path("runs") / f"{s.team}-{s.name}"
-    return _render(args, out)
+    scoring = config_from_args(args)
+    _quiet_libraries()
+    outcome = run_story(
+        args.story,
+        out,
+        panels=args.panels,
+        batch_size=args.batch_size,
+        device=args.device,
+        force=args.force,
+        progress=not args.quiet,
+        scoring=scoring,
+        score=not args.no_score,
+        bundle=not args.no_bundle,
+        submissions=args.submissions,
+        namespace=args.namespace,
+    )
+    _print_render(outcome.render, out)
+    if outcome.lora is not None:
+        print(f"  LoRA:          {outcome.lora}")
+    if outcome.score is not None:
+        from harness.score.report import format_table
+
+        print()
+        print(format_table(outcome.score))
+    if outcome.bundle is not None:
+        print(f"\nbundle: {outcome.bundle.path}  (ModelScope id {outcome.bundle.model_id})")
+    elif outcome.bundle_skipped:
+        print(f"\nno bundle written: {outcome.bundle_skipped}")
+    return outcome.exit_code
 
 
 def cmd_inspect(args) -> int:
@@ -138,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        command = getattr(args, "func", None) or COMMANDS[args.command]
+        return command(args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -39,6 +39,18 @@ def _modelscope_folder(ref: ModelRef, root: Path) -> Path:
     return Path(path)
 
 
+def fetch_folder(ref: ModelRef) -> Path:
+    """Any `modelscope:` or `local:` reference as a local folder, without checking its layout."""
+    if ref.source == "local":
+        folder = Path(ref.location).expanduser()
+        if not folder.exists():
+            raise HarnessError(f"{ref}: {folder} does not exist")
+        return folder
+    if ref.source == "modelscope":
+        return _modelscope_folder(ref, cache_dir())
+    raise HarnessError(f"{ref}: not a downloadable reference")
+
+
 def model_folder(ref: ModelRef) -> Path:
     """The local folder for `ref`, downloading or building it if needed."""
     root = cache_dir()

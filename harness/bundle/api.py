@@ -1,0 +1,24 @@
+"""The bundle stage's public functions, for the CLI and for `harness run`'s last step."""
+
+from harness.bundle.naming import ModelId, model_id, parse_model_id
+from harness.bundle.upload import HubClient, ModelScopeHub, UploadPlan, plan_upload, upload_bundle
+from harness.bundle.verify import Verdict, summary_table, verify_all, verify_bundle, write_verdict
+from harness.bundle.writer import BundleResult, write_bundle
+
+__all__ = [
+    "BundleResult",
+    "HubClient",
+    "ModelId",
+    "ModelScopeHub",
+    "UploadPlan",
+    "Verdict",
+    "model_id",
+    "parse_model_id",
+    "plan_upload",
+    "summary_table",
+    "upload_bundle",
+    "verify_all",
+    "verify_bundle",
+    "write_bundle",
+    "write_verdict",
+]

@@ -1,0 +1,123 @@
+"""`harness bundle`, `harness upload` and `harness verify`: argparse wiring for the bundle stage.
+
+`add_parsers(sub)` adds the three subcommands to the main parser's subparsers; each parser
+carries its command function as `func` (also listed in COMMANDS). Command functions return the
+exit code: 0 ok, 1 a failed check (verify), and HarnessError (exit 2) for unusable input.
+Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_parsers(sub) -> None:
+    """Add `bundle`, `upload` and `verify` to an argparse subparsers object."""
+    p = sub.add_parser("bundle", help="write submissions/<team>/<name>/ from a finished run folder")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument(
+        "--namespace",
+        help="ModelScope namespace (default: $MODELSCOPE_NAMESPACE, else the team name)",
+    )
+    p.add_argument("--out", type=Path, default=Path("submissions"), help="bundles root (default submissions)")
+    p.add_argument(
+        "--lora",
+        type=Path,
+        action="append",
+        default=[],
+        help="add a LoRA file in another format (repeatable)",
+    )
+    p.add_argument("--license", default="apache-2.0", help="license in the model card (default apache-2.0)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle of this story")
+    p.set_defaults(func=cmd_bundle)
+
+    p = sub.add_parser("upload", help="create the ModelScope model repo and upload a bundle")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what would be created and sent; contact nothing"
+    )
+    p.add_argument("--visibility", choices=("public", "private", "internal"), default="public")
+    p.add_argument("--license", default="apache-2.0")
+    p.set_defaults(func=cmd_upload)
+
+    p = sub.add_parser("verify", help="judges: check untrusted bundles and write verdict.json")
+    p.add_argument(
+        "bundle", type=Path, metavar="BUNDLE", help="a bundle folder, or the bundles root with --all"
+    )
+    p.add_argument("--all", action="store_true", help="verify every bundle under BUNDLE (e.g. submissions/)")
+    p.add_argument("--force", action="store_true", help="with --all: also re-verify unchanged bundles")
+    p.add_argument(
+        "--no-rerun", action="store_true", help="file and content checks only: no re-scoring, no re-rendering"
+    )
+    p.add_argument("--scoring", type=Path, help="scoring config YAML (default: the competition's)")
+    p.add_argument("--json", action="store_true", help="print the verdict JSON")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_bundle(args) -> int:
+    from harness.bundle.writer import write_bundle
+
+    result = write_bundle(
+        args.run_dir,
+        out_root=args.out,
+        namespace=args.namespace,
+        loras=args.lora,
+        license=args.license,
+        force=args.force,
+    )
+    m = result.manifest
+    print(f"bundled {args.run_dir} into {result.path}")
+    print(f"  model id: {result.model_id}")
+    print(f"  files:    {len(m.files)} (+ manifest.json), LoRA: {', '.join(m.lora) or 'none'}")
+    print(f"  scores:   {'scores.json included' if m.scored else 'unscored (no scores.json in the run)'}")
+    return 0
+
+
+def cmd_upload(args) -> int:
+    from harness.bundle.upload import plan_upload, upload_bundle
+
+    plan = plan_upload(args.bundle, visibility=args.visibility, license=args.license)
+    if args.dry_run:
+        print("dry run: nothing is contacted or sent")
+        print(plan.describe())
+        return 0
+    result = upload_bundle(plan)
+    print(f"{'created' if result.created else 'updated existing'} model repo {plan.model_id}")
+    print(f"uploaded {len(plan.files)} files ({plan.total_bytes} bytes)")
+    return 0
+
+
+def _scoring(args):
+    if args.scoring is None:
+        return None
+    from harness.config.scoring import load_scoring_config
+
+    return load_scoring_config(args.scoring)
+
+
+def cmd_verify(args) -> int:
+    from harness.bundle.verify import summary_table, verify_all, verify_bundle, write_verdict
+
+    scoring = _scoring(args)
+    if args.all:
+        rows = verify_all(args.bundle, force=args.force, rerun=not args.no_rerun, scoring=scoring)
+        if not rows:
+            print(f"{args.bundle}: no bundles found")
+            return 0
+        print(summary_table(rows))
+        return 1 if any(r.verdict.get("verdict") != "pass" for r in rows) else 0
+    verdict = verify_bundle(args.bundle, rerun=not args.no_rerun, scoring=scoring)
+    path = write_verdict(args.bundle, verdict)
+    if args.json:
+        print(json.dumps(verdict.to_json(), ensure_ascii=False, indent=2))
+    else:
+        for c in verdict.checks:
+            print(f"{c.name:<17} {c.status:<8} {c.detail}")
+        for n in verdict.notes:
+            print(f"note: {n}")
+        print(f"{'PASS' if verdict.passed else 'FAIL'}: {args.bundle} (verdict in {path})")
+    return 0 if verdict.passed else 1
+
+
+COMMANDS = {"bundle": cmd_bundle, "upload": cmd_upload, "verify": cmd_verify}

@@ -1,0 +1,465 @@
+"""The judges' check of an untrusted bundle, and of a whole folder of bundles.
+
+Owns: the order of the checks and the verdict. A bundle is never trusted: the manifest is
+checked against the files first (missing, extra, altered, symlinked, oversized); only files the
+manifest lists and that are intact regular files are opened, and only with the safe readers in
+`content.py`; re-scoring and re-rendering run only when every file-level check passed, through
+the one seam `rerun_checks` (the scoring package's `score_run`). Each failed check is one line
+in verdict.json; nothing here lets a traceback escape for bad bundle content.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.bundle import manifest as mf
+from harness.bundle.naming import parse_model_id
+from harness.bundle.writer import IMAGES_DIR, PROMPTS, RUN_JSON, STORY
+from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.config.scoring import ScoringConfig
+
+OK, FAILED, SKIPPED, WARNING = "ok", "failed", "skipped", "warning"
+LEDGER = ".verify-ledger.json"  # judge-side record for --all, outside every bundle
+# Base models a bundle may name: the real Kolors and the built-in tiny one. `local:` paths are
+# refused: a bundle must not make the judges' machine load a folder the bundle chose.
+ALLOWED_BASES = ("tiny", "modelscope:Kwai-Kolors/Kolors-diffusers")
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str = ""
+
+
+@dataclass
+class Verdict:
+    bundle: str
+    team: str | None = None
+    name: str | None = None
+    model_id: str | None = None
+    digest: str | None = None
+    files_total: int = 0
+    files_ok: int = 0
+    gate: str = SKIPPED
+    reproducibility: str = SKIPPED
+    checks: list[Check] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    scores: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and all(c.status != FAILED for c in self.checks)
+
+    def add(self, name: str, problems: list[str], ok_detail: str = "") -> None:
+        self.problems += problems
+        self.checks.append(Check(name, FAILED if problems else OK, "; ".join(problems[:3]) or ok_detail))
+
+    def to_json(self) -> dict[str, Any]:
+        from harness import __version__
+
+        data = asdict(self)
+        data.update(
+            kind="harness.verdict",
+            verdict="pass" if self.passed else "fail",
+            harness_version=__version__,
+            verified=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        return data
+
+
+def _allowed_base(ref: Any) -> bool:
+    if not isinstance(ref, str):
+        return False
+    try:
+        from harness.models.refs import parse_ref
+
+        parsed = str(parse_ref(ref))
+    except ValueError:
+        return False
+    return parsed.split("@")[0] in ALLOWED_BASES
+
+
+def _base_shapes(base_model: str, notes: list[str]) -> dict[str, tuple[int, int]] | None:
+    """Linear layer shapes of the base UNet when its config is on this machine; None otherwise."""
+    from harness.bundle.content import unet_linear_shapes
+    from harness.models.refs import parse_ref
+    from harness.paths import cache_dir
+
+    ref = parse_ref(base_model)
+    config = None
+    if ref.source == "tiny":
+        from harness.models.tiny import ensure_tiny
+
+        config = ensure_tiny(cache_dir()) / "unet" / "config.json"
+    else:
+        root = cache_dir() / "modelscope"
+        found = sorted(root.glob("**/Kolors-diffusers/unet/config.json")) if root.is_dir() else []
+        config = found[0] if found else None
+    if config is None or not config.is_file():
+        notes.append(f"LoRA shapes not checked against {base_model}: its UNet config is not on this machine")
+        return None
+    return unet_linear_shapes(config)
+
+
+def _story_checks(bundle: Path, v: Verdict, listed: set[str]):
+    """Validate story.yaml, prompts.json and the run record; returns the parsed story or None."""
+    from harness.config.story import LoadedStory, Story
+    from harness.config.yamlio import parse_model, read_yaml
+    from harness.models.tokenizer import check_prompt_lengths
+
+    problems: list[str] = []
+    if STORY not in listed:
+        v.add("story", [f"{STORY}: not in the bundle"])
+        return None
+    try:
+        doc = read_yaml(bundle / STORY)
+        story = parse_model(doc, Story)
+        check_prompt_lengths(LoadedStory(story, doc))
+    except HarnessError as e:
+        v.add("story", [str(e).replace(str(bundle) + os.sep, "")])
+        return None
+    if (story.team, story.name) != (v.team, v.name):
+        problems.append(
+            f"{STORY}: team/name {story.team}/{story.name} differ from the manifest's {v.team}/{v.name}"
+        )
+    if not _allowed_base(story.base_model):
+        problems.append(
+            f"{STORY}: base_model {story.base_model!r} is not allowed (use {' or '.join(ALLOWED_BASES)})"
+        )
+    for i in range(1, story.panel_count + 1):
+        if f"{IMAGES_DIR}/{i:02d}.png" not in listed:
+            problems.append(
+                f"{IMAGES_DIR}/{i:02d}.png: panel {i} of {story.panel_count} is not in the bundle"
+            )
+    expected = [
+        {"index": i + 1, "seed": p.seed, "prompt": p.prompt, "negative_prompt": story.negative_for(i)}
+        for i, p in enumerate(story.panels)
+    ]
+    if PROMPTS in listed:
+        try:
+            prompts = json.loads((bundle / PROMPTS).read_text(encoding="utf-8"))
+            got = [{k: p.get(k) for k in ("index", "seed", "prompt", "negative_prompt")} for p in prompts]
+        except (ValueError, AttributeError, TypeError, OSError):
+            got = None
+        if got != expected:
+            problems.append(f"{PROMPTS}: does not match the prompts and seeds in {STORY}")
+    else:
+        problems.append(f"{PROMPTS}: not in the bundle")
+    v.add("story", problems, f"{story.panel_count} panels, base model {story.base_model}")
+    return story
+
+
+def _content_checks(bundle: Path, v: Verdict, intact: dict[str, str], story, manifest) -> dict[str, Path]:
+    """Open intact images and LoRA files safely; returns {sha256: path} of the sound LoRA files."""
+    from harness.bundle.content import check_image, check_lora
+
+    size = (story.sampling.width, story.sampling.height) if story is not None else None
+    image_problems: list[str] = []
+    panel_params: dict[int, dict[str, Any]] = {}
+    for rel in sorted(intact):
+        if mf.kind_of(rel) != "image":
+            continue
+        is_panel = rel.startswith(f"{IMAGES_DIR}/")
+        problems, params = check_image(bundle / rel, size if is_panel else None)
+        image_problems += [f"{rel}: {p}" for p in problems]
+        if is_panel and params is not None:
+            stem = Path(rel).stem
+            if stem.isdigit():
+                panel_params[int(stem)] = params
+    if story is not None:
+        for i, panel in enumerate(story.panels, start=1):
+            params = panel_params.get(i)
+            rel = f"{IMAGES_DIR}/{i:02d}.png"
+            if rel not in intact:
+                continue
+            if params is None:
+                image_problems.append(f"{rel}: no embedded harness parameters (cannot be re-rendered)")
+                continue
+            if params.get("prompt") != panel.prompt or params.get("seed") != panel.seed:
+                image_problems.append(f"{rel}: embedded prompt or seed differ from panel {i} of {STORY}")
+            if not _allowed_base((params.get("model") or {}).get("ref")):
+                image_problems.append(
+                    f"{rel}: embedded base model {(params.get('model') or {}).get('ref')!r} is not allowed"
+                )
+    v.add("images", image_problems, f"{len(panel_params)} panels with embedded parameters")
+
+    lora_problems: list[str] = []
+    sound: dict[str, Path] = {}
+    loras = [rel for rel in sorted(intact) if mf.kind_of(rel) == "lora"]
+    shapes = None
+    if loras and story is not None and _allowed_base(story.base_model):
+        try:
+            shapes = _base_shapes(story.base_model, v.notes)
+        except Exception as e:  # a broken local cache must not hide the other checks
+            v.notes.append(f"LoRA shapes not checked: {type(e).__name__}: {e}".splitlines()[0])
+    for rel in loras:
+        problems, facts = check_lora(bundle / rel, shapes)
+        lora_problems += [f"{rel}: {p}" for p in problems]
+        if not problems:
+            sound[intact[rel]] = bundle / rel
+    used = {(p.get("lora") or {}).get("sha256") for p in panel_params.values()} - {None}
+    for digest in sorted(used):
+        if digest not in sound and not lora_problems:
+            lora_problems.append(
+                f"the panels were rendered with a LoRA (sha256 {digest[:12]}…) that the bundle does not hold"
+            )
+    if not loras:
+        v.notes.append("no LoRA in the bundle (the competition asks for one)")
+    v.add("lora", lora_problems, f"{len(sound)} LoRA file(s) sound" if loras else "none in the bundle")
+    return sound
+
+
+@dataclass
+class Rerun:
+    gate: str  # pass / fail / skipped
+    reproducibility: str  # exact / reproducible / not reproducible / unchecked / refused / skipped
+    problems: list[str]
+    summary: dict[str, Any] | None = None
+
+
+def rerun_checks(bundle: Path, lora: Path | None, config: "ScoringConfig | None") -> Rerun:
+    """THE seam to the scoring package: re-score the gate and re-render for reproducibility.
+
+    Calls `harness.score.api.score_run` on the bundle (its images/, story.yaml and LoRA).
+    """
+    from harness.score.api import score_run, summary
+
+    run = score_run(bundle, bundle / STORY, config, lora=lora)
+    problems: list[str] = []
+    aesthetic = run.metrics.get("aesthetic")
+    gate = SKIPPED if aesthetic is None else ("pass" if run.valid else "fail")
+    if aesthetic is not None and not run.valid:
+        problems += [f"gate: {r}" for r in aesthetic.notes] or ["gate: the aesthetic gate failed"]
+    if run.repro_error is not None:
+        repro = "refused"
+        problems.append(f"reproducibility: {run.repro_error}")
+    elif run.reproducibility is not None:
+        repro = run.reproducibility.verdict
+        if run.reproducibility.failed:
+            bad = [p for p in run.reproducibility.panels if p.verdict == "not reproducible"]
+            problems += [f"reproducibility: {p.file}: {p.reason}" for p in bad[:8]]
+    else:
+        repro = SKIPPED
+    return Rerun(gate, repro, problems, summary(run))
+
+
+def verify_bundle(
+    bundle: str | Path,
+    *,
+    rerun: bool = True,
+    scoring: "ScoringConfig | None" = None,
+) -> Verdict:
+    """Check one bundle (see module docstring) and return its verdict; writes nothing.
+
+    Raises HarnessError only when `bundle` is not a folder at all.
+    """
+    bundle = Path(bundle)
+    if bundle.is_symlink():
+        raise HarnessError(f"{bundle}: is a symlink; verify the real folder")
+    if not bundle.is_dir():
+        raise HarnessError(f"{bundle}: no such bundle folder")
+    v = Verdict(str(bundle))
+    try:
+        manifest, raw = mf.read(bundle)
+    except HarnessError as e:
+        v.add("manifest", [str(e)])
+        files, walk_problems = mf.walk(bundle)
+        v.problems += walk_problems
+        raw = (
+            (bundle / mf.MANIFEST).read_bytes()
+            if (bundle / mf.MANIFEST).is_file() and not (bundle / mf.MANIFEST).is_symlink()
+            else b""
+        )
+        v.digest = mf.bundle_digest(raw, {})
+        return v
+    v.team, v.name, v.model_id = manifest.team, manifest.name, manifest.model_id
+    try:
+        mid = parse_model_id(manifest.model_id)
+        naming = (
+            []
+            if (mid.team, mid.name) == (manifest.team, manifest.name)
+            else [
+                f"model id {manifest.model_id} does not match team {manifest.team} and name {manifest.name}"
+            ]
+        )
+    except HarnessError as e:
+        naming = [str(e)]
+    v.add("manifest", naming, manifest.model_id)
+
+    problems, actual, intact_count = mf.check_files(bundle, manifest)
+    v.digest = mf.bundle_digest(raw, actual)
+    v.files_total, v.files_ok = len(manifest.files), intact_count
+    v.add("files", problems, f"{intact_count}/{len(manifest.files)} files match the manifest")
+    intact = {e.path: e.sha256 for e in manifest.files if actual.get(e.path) == e.sha256}
+    listed = set(intact)
+
+    story = _story_checks(bundle, v, listed)
+    sound = _content_checks(bundle, v, intact, story, manifest)
+    run_problems = []
+    if RUN_JSON in listed:
+        try:
+            run = json.loads((bundle / RUN_JSON).read_text(encoding="utf-8"))
+            recorded = {p["file"]: p["sha256"] for p in run.get("panels", [])}
+        except (ValueError, AttributeError, TypeError, KeyError, OSError):
+            recorded = None
+        if recorded is None:
+            run_problems.append(f"{RUN_JSON}: not a readable run record")
+        else:
+            for rel, digest in sorted(recorded.items()):
+                if rel in intact and intact[rel] != digest:
+                    run_problems.append(f"{rel}: differs from the image recorded when the run was rendered")
+    else:
+        v.notes.append(f"{RUN_JSON}: absent (no record of the original render)")
+    v.add("run record", run_problems, "panels match the render record")
+    if not manifest.scored:
+        v.notes.append("unscored bundle: no scores.json from the participant")
+
+    if not rerun:
+        v.checks.append(Check("rescore/rerender", SKIPPED, "not requested"))
+    elif not v.passed:
+        v.checks.append(Check("rescore/rerender", SKIPPED, "file or content checks failed"))
+    else:
+        lora = next(iter(sound.values()), None)
+        used = None
+        try:
+            from harness.render.pngmeta import read_params
+
+            used = (read_params(bundle / IMAGES_DIR / "01.png").get("lora") or {}).get("sha256")
+        except HarnessError:
+            pass
+        if used in sound:
+            lora = sound[used]
+        try:
+            result = rerun_checks(bundle, lora, scoring)
+        except HarnessError as e:
+            result = Rerun(SKIPPED, "refused", [f"rescore/rerender: {e}"])
+        v.gate, v.reproducibility, v.scores = result.gate, result.reproducibility, result.summary
+        v.add(
+            "rescore/rerender",
+            result.problems,
+            f"gate {result.gate}, reproducibility {result.reproducibility}",
+        )
+    return v
+
+
+def write_verdict(bundle: Path, verdict: Verdict) -> Path:
+    path = Path(bundle) / mf.VERDICT
+    if path.is_symlink():  # a bundle must not redirect the judges' write elsewhere
+        path.unlink()
+    elif path.exists() and not path.is_file():
+        raise HarnessError(f"{path}: exists and is not a file; cannot write the verdict")
+    tmp = path.with_name(f".{mf.VERDICT}.tmp")
+    tmp.write_text(json.dumps(verdict.to_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def find_bundles(root: Path) -> list[Path]:
+    """Folders under `root` (at most two levels: <team>/<name>) that hold a manifest.json."""
+    found = []
+    for team in sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+    ):
+        if (team / mf.MANIFEST).is_file():
+            found.append(team)
+            continue
+        for b in sorted(
+            p for p in team.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+        ):
+            if (b / mf.MANIFEST).exists() or (b / mf.MANIFEST).is_symlink():
+                found.append(b)
+    return found
+
+
+def current_digest(bundle: Path) -> str | None:
+    """The bundle digest as the files are now (None when the manifest is unreadable)."""
+    try:
+        manifest, raw = mf.read(bundle)
+    except HarnessError:
+        return None
+    _, actual, _ = mf.check_files(bundle, manifest)
+    return mf.bundle_digest(raw, actual)
+
+
+@dataclass
+class Row:
+    bundle: Path
+    verdict: dict[str, Any]
+    skipped: bool
+
+
+def verify_all(root: str | Path, *, force: bool = False, rerun: bool = True, scoring=None) -> list[Row]:
+    """Verify every bundle under `root`, writing each verdict.json; broken bundles never stop it.
+
+    A bundle is skipped when the judges' ledger (`root/.verify-ledger.json`, outside every
+    bundle) records the same digest and the verdict.json it wrote is unchanged, unless `force`.
+    """
+    from harness.hashing import sha256_file
+
+    root = Path(root)
+    if not root.is_dir():
+        raise HarnessError(f"{root}: no such folder")
+    ledger_path = root / LEDGER
+    try:
+        ledger = json.loads(ledger_path.read_text(encoding="utf-8")) if ledger_path.is_file() else {}
+    except (OSError, ValueError):
+        ledger = {}
+    rows: list[Row] = []
+    for bundle in find_bundles(root):
+        key = bundle.relative_to(root).as_posix()
+        entry = ledger.get(key) or {}
+        verdict_file = bundle / mf.VERDICT
+        if not force and entry and verdict_file.is_file() and not verdict_file.is_symlink():
+            if entry.get("digest") == current_digest(bundle) and entry.get("verdict_sha256") == sha256_file(
+                verdict_file
+            ):
+                try:
+                    rows.append(Row(bundle, json.loads(verdict_file.read_text(encoding="utf-8")), True))
+                    continue
+                except (OSError, ValueError):
+                    pass
+        try:
+            v = verify_bundle(bundle, rerun=rerun, scoring=scoring)
+        except HarnessError as e:
+            v = Verdict(str(bundle))
+            v.add("bundle", [str(e)])
+        except Exception as e:  # a bug must not stop the judges' batch; it is reported in the row
+            v = Verdict(str(bundle))
+            v.add("bundle", [f"internal error while verifying: {type(e).__name__}: {e}".splitlines()[0]])
+        path = write_verdict(bundle, v)
+        ledger[key] = {"digest": v.digest, "verdict_sha256": sha256_file(path)}
+        rows.append(Row(bundle, v.to_json(), False))
+    tmp = ledger_path.with_name(f".{LEDGER}.tmp")
+    tmp.write_text(json.dumps(ledger, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, ledger_path)
+    return rows
+
+
+def summary_table(rows: list[Row]) -> str:
+    """team, name, files ok, gate, reproducibility, verdict: one line per bundle."""
+    header = ("team", "name", "files ok", "gate", "reproducibility", "verdict")
+    lines = [header]
+    for r in rows:
+        d = r.verdict
+        lines.append(
+            (
+                str(d.get("team") or "?"),
+                str(d.get("name") or r.bundle.name),
+                f"{d.get('files_ok', 0)}/{d.get('files_total', 0)}",
+                str(d.get("gate")),
+                str(d.get("reproducibility")),
+                str(d.get("verdict")) + (" (unchanged, skipped)" if r.skipped else ""),
+            )
+        )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
+    return "\n".join(out)

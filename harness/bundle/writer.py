@@ -1,0 +1,332 @@
+"""Write a submission bundle from a finished run folder: `submissions/<team>/<name>/`.
+
+Owns: what goes into a bundle and under which name (images, contact sheet, the exact story
+file, the run's manifest as run.json, prompts.json, scores.json when the run was scored, the
+LoRA files, configuration.json, README.md and manifest.json), and the order of the checks: the
+model id, the run's completeness, the LoRA's hash and content are all checked before anything is
+written; the bundle is assembled in a temporary sibling folder and moved into place at the end.
+Must not render or score.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.bundle import manifest as mf
+from harness.bundle.naming import ModelId, model_id
+from harness.errors import HarnessError
+
+NAMESPACE_ENV = "MODELSCOPE_NAMESPACE"
+RUN_JSON = "run.json"
+PROMPTS = "prompts.json"
+SCORES = "scores.json"
+STORY = "story.yaml"
+CARD = "README.md"
+CONFIGURATION = "configuration.json"
+LORA_DIR = "lora"
+IMAGES_DIR = "images"
+CONTACT_SHEET = "contact_sheet.png"
+TRAINING_JSON = "training.json"  # optional, written by the training stage into the run folder
+
+
+@dataclass
+class BundleResult:
+    path: Path
+    model_id: ModelId
+    manifest: mf.BundleManifest
+
+    @property
+    def scored(self) -> bool:
+        return self.manifest.scored
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"{path}: unreadable {what} ({e})") from None
+
+
+def _run_story(run_dir: Path):
+    from harness.config.story import Story
+    from harness.config.yamlio import parse_model, read_yaml
+
+    return parse_model(read_yaml(run_dir / STORY), Story)
+
+
+def _story_lora(run_dir: Path, run: dict[str, Any], story) -> Path | None:
+    """The LoRA file the story used, found beside the original story, checked against its hash."""
+    from harness.hashing import sha256_file
+
+    rec = run.get("lora")
+    if not rec or story.lora is None:
+        return None
+    p = Path(story.lora.path).expanduser()
+    candidates = [p] if p.is_absolute() else []
+    source = (run.get("story") or {}).get("source")
+    if not p.is_absolute():
+        if source:
+            candidates.append(Path(source).parent / p)
+        candidates += [run_dir / p, run_dir / LORA_DIR / p.name]
+    for c in candidates:
+        if c.is_file() and sha256_file(c) == rec.get("sha256"):
+            return c
+    looked = ", ".join(str(c) for c in candidates)
+    raise HarnessError(
+        f"{run_dir}: the LoRA the panels were rendered with ({rec.get('file')}, sha256 "
+        f"{str(rec.get('sha256'))[:12]}…) was not found unchanged (looked at {looked}); "
+        "pass it with --lora or render again"
+    )
+
+
+def _collect_loras(run_dir: Path, run: dict[str, Any], story, extra: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    used = _story_lora(run_dir, run, story)
+    if used is not None:
+        files.append(used)
+    trained = run_dir / LORA_DIR  # the training stage may leave its formats here
+    if trained.is_dir():
+        files += sorted(p for p in trained.iterdir() if p.is_file() and p.suffix.lower() in mf.LORA_EXT)
+    for p in extra:
+        p = Path(p)
+        if not p.is_file():
+            raise HarnessError(f"--lora: {p}: no such file")
+        files.append(p)
+    out: list[Path] = []
+    names: set[str] = set()
+    for p in files:
+        if p.name in names:
+            if any(q.samefile(p) for q in out if q.name == p.name):
+                continue
+            raise HarnessError(f"two different LoRA files are named {p.name}; rename one")
+        reason = mf.unsafe_path_reason(f"{LORA_DIR}/{p.name}") or (
+            None if p.suffix.lower() in mf.LORA_EXT else "not a LoRA file type"
+        )
+        if reason:
+            raise HarnessError(f"{p}: cannot bundle this LoRA: {reason}")
+        names.add(p.name)
+        out.append(p)
+    return out
+
+
+def _check_run(run_dir: Path) -> dict[str, Any]:
+    from harness.hashing import sha256_file
+    from harness.render.outdir import read_manifest
+
+    if not run_dir.is_dir():
+        raise HarnessError(f"{run_dir}: no such run folder")
+    run = read_manifest(run_dir)
+    if run is None:
+        raise HarnessError(f"{run_dir}: no manifest.json (not a harness run folder)")
+    if run.get("status") != "complete":
+        raise HarnessError(
+            f"{run_dir}: the run is {run.get('status')!r}, not complete; render every panel first"
+        )
+    for p in run.get("panels", []):
+        f = run_dir / p["file"]
+        if not f.is_file() or sha256_file(f) != p.get("sha256"):
+            raise HarnessError(f"{f}: missing or changed since it was rendered; render again")
+    if not (run_dir / STORY).is_file():
+        raise HarnessError(f"{run_dir}: no {STORY} (the exact story file used)")
+    return run
+
+
+def _training_settings(run_dir: Path, training: dict[str, Any] | None) -> dict[str, Any] | None:
+    if training is not None:
+        return dict(training)
+    path = run_dir / TRAINING_JSON
+    if path.is_file():
+        data = _read_json(path, "training settings")
+        return data if isinstance(data, dict) else None
+    return None
+
+
+def _diffsynth_alpha(rank: Any, scale: float, training: dict[str, Any] | None) -> tuple[Any, str]:
+    alpha = (training or {}).get("lora_alpha")
+    if isinstance(alpha, (int, float)):
+        return round(float(alpha) * scale, 6), f"training lora_alpha {alpha} x strength {scale}"
+    if isinstance(rank, int):
+        return round(rank * scale, 6), (
+            f"lora_alpha was not recorded, so alpha = rank ({rank}) is assumed, as diffusers does; "
+            f"times strength {scale}"
+        )
+    return "ALPHA", "lora_alpha and rank were not recorded: fill in the training alpha times the strength"
+
+
+def write_bundle(
+    run_dir: str | Path,
+    *,
+    out_root: str | Path = "submissions",
+    namespace: str | None = None,
+    loras: list[Path] | tuple[Path, ...] = (),
+    training: dict[str, Any] | None = None,
+    license: str = "apache-2.0",
+    force: bool = False,
+) -> BundleResult:
+    """Bundle the complete run in `run_dir` into `<out_root>/<team>/<name>/` (see module docstring).
+
+    `namespace` defaults to $MODELSCOPE_NAMESPACE, else the team name. `loras` adds LoRA files in
+    other formats. An existing bundle folder is replaced only with `force`.
+    """
+    from harness.bundle.card import render_card, score_rows
+    from harness.bundle.content import check_lora
+    from harness.versions import library_versions
+
+    run_dir = Path(run_dir)
+    run = _check_run(run_dir)
+    story = _run_story(run_dir)
+    ns = namespace or os.environ.get(NAMESPACE_ENV) or story.team
+    mid = model_id(ns, story.team, story.name)  # validated before anything is written
+    lora_files = _collect_loras(run_dir, run, story, list(loras))
+    facts: dict[str, dict[str, Any]] = {}
+    for p in lora_files:
+        problems, info = check_lora(p)
+        if problems:
+            raise HarnessError(f"{p}: cannot bundle this LoRA: {problems[0]}")
+        facts[p.name] = info
+    training_settings = _training_settings(run_dir, training)
+    scores_path = run_dir / SCORES
+    scores = _read_json(scores_path, "scores") if scores_path.is_file() else None
+
+    target = Path(out_root) / story.team / story.name
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise HarnessError(f"{target}: exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()):
+        if not force:
+            raise HarnessError(f"{target}: a bundle is already there; use --force to replace it")
+        if not (target / mf.MANIFEST).is_file():
+            raise HarnessError(f"{target}: not empty and not a bundle; refusing to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{story.name}.", dir=target.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+    try:
+        (tmp / IMAGES_DIR).mkdir()
+        panels = []
+        for p in run["panels"]:
+            shutil.copyfile(run_dir / p["file"], tmp / IMAGES_DIR / Path(p["file"]).name)
+            panels.append(
+                {
+                    "index": p["index"],
+                    "file": f"{IMAGES_DIR}/{Path(p['file']).name}",
+                    "seed": p["seed"],
+                    "prompt": p["prompt"],
+                    "negative_prompt": p["negative_prompt"],
+                }
+            )
+        if (run_dir / CONTACT_SHEET).is_file():
+            shutil.copyfile(run_dir / CONTACT_SHEET, tmp / CONTACT_SHEET)
+        shutil.copyfile(run_dir / STORY, tmp / STORY)
+        shutil.copyfile(run_dir / mf.MANIFEST, tmp / RUN_JSON)
+        _write_json(tmp / PROMPTS, panels)
+        if scores is not None:
+            shutil.copyfile(scores_path, tmp / SCORES)
+        lora_paths = []
+        if lora_files:
+            (tmp / LORA_DIR).mkdir()
+        for p in lora_files:
+            shutil.copyfile(p, tmp / LORA_DIR / p.name)
+            lora_paths.append(f"{LORA_DIR}/{p.name}")
+        _write_json(
+            tmp / CONFIGURATION,
+            {
+                "framework": "Pytorch",
+                "task": "text-to-image-synthesis",
+                "model": {"type": "kolors-lora", "base_model": "Kwai-Kolors/Kolors"},
+                "lora": lora_paths,
+                "lora_scale": story.lora.scale if story.lora else None,
+            },
+        )
+
+        files_so_far = [mf.entry_for(tmp, rel) for rel in mf.walk(tmp)[0]]
+        by_path = {e.path: e for e in files_so_far}
+        lora_rows = [
+            {
+                "path": rel,
+                "sha256": by_path[rel].sha256,
+                **{k: facts[Path(rel).name].get(k) for k in ("format", "rank", "tensors")},
+            }
+            for rel in lora_paths
+        ]
+        scale = story.lora.scale if story.lora else 1.0
+        diffusers_lora = next(
+            (
+                r["path"]
+                for r in lora_rows
+                if r["format"] == "diffusers" and r["path"].endswith(".safetensors")
+            ),
+            None,
+        )
+        ds = next((r for r in lora_rows if r["format"] == "diffsynth"), None)
+        alpha, why = _diffsynth_alpha(ds["rank"] if ds else None, scale, training_settings)
+        trigger = (training_settings or {}).get("trigger_words") or (training_settings or {}).get("trigger")
+        card = render_card(
+            {
+                "license": license,
+                "tags": ["Kolors", "LoRA", "可图Kolors训练", "text-to-image", story.team],
+                "title": story.title or str(mid),
+                "story_title": story.title,
+                "model_id": str(mid),
+                "team": story.team,
+                "name": story.name,
+                "harness_version": library_versions()["harness"],
+                "panels": panels,
+                "negative_prompt": story.negative_prompt,
+                "trigger_words": [trigger] if isinstance(trigger, str) else list(trigger or []),
+                "contact_sheet": CONTACT_SHEET,
+                "sampling": story.sampling.model_dump(mode="json"),
+                "base_model": story.base_model,
+                "loras": lora_rows,
+                "lora_scale": scale,
+                "training": training_settings,
+                "scores": score_rows(scores),
+                "diffusers_lora": diffusers_lora,
+                "diffsynth_lora": ds["path"] if ds else None,
+                "diffsynth_rank": ds["rank"] if ds else None,
+                "diffsynth_alpha": alpha,
+                "diffsynth_alpha_why": why,
+                "files": files_so_far,
+            }
+        )
+        (tmp / CARD).write_text(card, encoding="utf-8")
+
+        versions = library_versions()
+        for name in ("modelscope", "jinja2"):
+            from importlib import metadata
+
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                versions[name] = "not installed"
+        manifest = mf.build(
+            tmp,
+            {
+                "kind": "harness.bundle",
+                "format": mf.FORMAT,
+                "model_id": str(mid),
+                "team": story.team,
+                "name": story.name,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "scored": scores is not None,
+                "lora": lora_paths,
+                "versions": versions,
+            },
+        )
+        mf.write(tmp, manifest)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BundleResult(target, mid, manifest)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,57 @@
+"""The scoring config: one strict pydantic model that mirrors a scoring YAML one to one.
+
+Owns: thresholds, reproducibility tolerances, which registered model each score uses, and
+`load_scoring_config`. Names models, never loads them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from harness.config.story import StrictModel
+from harness.config.yamlio import parse_model, read_yaml
+from harness.models.scoring_registry import DEFAULT_AESTHETIC, DEFAULT_ALIGNMENT, DEFAULT_CONSISTENCY
+
+DEFAULT_SCORERS = ("aesthetic", "consistency", "alignment")
+
+
+class Tolerances(StrictModel):
+    """How close a re-render must be to count as `reproducible` (all three must hold)."""
+
+    max_abs_diff: int = Field(64, ge=0, le=255)  # largest per-channel difference, 0..255
+    min_psnr: float = Field(35.0, ge=0.0)  # dB over the whole panel (8-bit peak 255)
+    min_clip_i: float = Field(0.98, ge=-1.0, le=1.0)  # cosine of consistency-model embeddings
+
+
+class ScoringConfig(StrictModel):
+    """Everything that decides a score apart from the images themselves."""
+
+    threshold: float = Field(6.0, allow_inf_nan=False)  # the competition's aesthetic gate
+    min_panels: int = Field(8, ge=1, le=64)  # used when no story says how many panels
+    scorers: list[str] = list(DEFAULT_SCORERS)
+    aesthetic_model: str = DEFAULT_AESTHETIC
+    consistency_model: str = DEFAULT_CONSISTENCY
+    alignment_model: str = DEFAULT_ALIGNMENT
+    outlier_margin: float = Field(0.05, ge=0.0, le=2.0)  # below the median panel -> flagged
+    weakest: int = Field(3, ge=1, le=64)  # weakest panels named when the gate fails
+    reproduce: bool = True
+    tolerances: Tolerances = Tolerances()
+    max_pixels: int = Field(64 * 1024 * 1024, ge=1)  # larger images are refused (decompression bombs)
+    batch_size: int = Field(8, ge=1, le=256)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("scorers")
+    @classmethod
+    def _known_scorers(cls, v: list[str]) -> list[str]:
+        from harness.score.registry import check_names
+
+        check_names(v)  # ValueError naming the unknown one and the near names
+        return v
+
+
+def load_scoring_config(path: str | Path) -> ScoringConfig:
+    """Read and validate a scoring YAML; any problem raises one HarnessError line."""
+    return parse_model(read_yaml(path), ScoringConfig)

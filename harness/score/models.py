@@ -1,0 +1,192 @@
+"""Load scoring models once and run them in batches: the aesthetic predictor and open_clip.
+
+Owns: loading a resolved scoring model onto the scoring device (always float32, so scores do not
+depend on a GPU's half-precision support), embedding images and texts in batches, and a cache so
+a model shared by two scores (or by consistency and the reproducibility check) loads once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.models.scoring_registry import Kind, ResolvedScoringModel, lookup, resolve_scoring_model
+
+
+def scoring_device(requested: str) -> str:
+    """cpu or cuda, decided by the harness's one device policy (dtype is always float32 here)."""
+    from harness.device import choose
+
+    return choose("local", requested).device  # type: ignore[arg-type]
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@dataclass
+class AestheticModel:
+    """AestheticsPredictorV2Linear with its CLIP image processor (the competition's scorer)."""
+
+    resolved: ResolvedScoringModel
+    model: Any
+    processor: Any
+    device: str
+
+    def scores(self, images: list, batch_size: int) -> list[float]:
+        """logits[i][0] per image, as the competition's get_aesthetic_score returns it."""
+        import torch
+
+        out: list[float] = []
+        with torch.no_grad():
+            for batch in _chunks(images, batch_size):
+                inputs = self.processor(images=batch, return_tensors="pt")
+                logits = self.model(pixel_values=inputs["pixel_values"].to(self.device)).logits
+                out.extend(float(v) for v in logits[:, 0].float().cpu().tolist())
+        return out
+
+
+def load_aesthetic(resolved: ResolvedScoringModel, device: str) -> AestheticModel:
+    from aesthetics_predictor import AestheticsPredictorV2Linear
+    from transformers import CLIPImageProcessor
+
+    try:
+        model = AestheticsPredictorV2Linear.from_pretrained(str(resolved.folder), local_files_only=True)
+        # The competition calls CLIPProcessor; its image half is this CLIPImageProcessor.
+        processor = CLIPImageProcessor.from_pretrained(str(resolved.folder), local_files_only=True)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HarnessError(f"aesthetic model {resolved.spec.name} ({resolved.folder}): {first}") from None
+    return AestheticModel(resolved, model.eval().to(device), processor, device)
+
+
+@dataclass
+class ClipModel:
+    """An open_clip model with its eval transform and tokenizer; embeddings are L2-normalised."""
+
+    resolved: ResolvedScoringModel
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    device: str
+
+    def embed_images(self, images: list, batch_size: int):
+        import torch
+
+        chunks = []
+        with torch.no_grad():
+            for batch in _chunks(images, batch_size):
+                x = torch.stack([self.preprocess(im) for im in batch]).to(self.device)
+                chunks.append(torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1).cpu())
+        return torch.cat(chunks) if chunks else torch.empty(0)
+
+    def embed_texts(self, texts: list[str], batch_size: int):
+        import torch
+
+        chunks = []
+        with torch.no_grad():
+            for batch in _chunks(texts, batch_size):
+                tokens = self.tokenizer(batch).to(self.device)
+                chunks.append(
+                    torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu()
+                )
+        return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+_CHECKPOINTS = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+)
+
+
+def _open_clip_dir(resolved: ResolvedScoringModel) -> Path:
+    """A folder open_clip's `local-dir:` loader accepts, with any HF text tower made local.
+
+    The laion repositories (and their ModelScope mirrors) hold open_clip_config.json and the
+    weights. Where the config is missing, or names a Hugging Face text tower by hub id (the
+    xlm-roberta models), a prepared folder in the cache gets a config pointing at local files
+    and a link to the untouched weights, so nothing is fetched from the Hugging Face hub.
+    """
+    from harness.paths import cache_dir
+
+    folder = resolved.folder
+    spec = resolved.spec
+    config_file = folder / "open_clip_config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    elif spec.arch:
+        import open_clip
+
+        cfg = open_clip.get_model_config(spec.arch)
+        if cfg is None:
+            raise HarnessError(f"scoring model {spec.name}: open_clip has no architecture {spec.arch!r}")
+        config = {"model_cfg": cfg, "preprocess_cfg": {}}
+    else:
+        raise HarnessError(f"scoring model {spec.name}: {folder} has no open_clip_config.json")
+    text_cfg = config.get("model_cfg", {}).get("text_cfg", {})
+    hf_name = text_cfg.get("hf_model_name")
+    needs_tower = bool(hf_name) and not Path(hf_name).is_dir()
+    if config_file.is_file() and not needs_tower:
+        return folder
+    if needs_tower:
+        if resolved.text_tower is None:
+            raise HarnessError(
+                f"scoring model {spec.name}: its text tower {hf_name!r} comes from the Hugging Face "
+                "hub; register a local or ModelScope text_tower for it"
+            )
+        text_cfg["hf_model_name"] = str(resolved.text_tower)
+        text_cfg["hf_tokenizer_name"] = str(resolved.text_tower)
+    weights = next((folder / n for n in _CHECKPOINTS if (folder / n).is_file()), None)
+    if weights is None:
+        raise HarnessError(
+            f"scoring model {spec.name}: no open_clip weights in {folder} (expected one of {_CHECKPOINTS})"
+        )
+    prepared = cache_dir() / "scoring" / f"{resolved.sha256[:16]}"
+    prepared.mkdir(parents=True, exist_ok=True)
+    (prepared / "open_clip_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    link = prepared / weights.name
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(weights.resolve())
+    return prepared
+
+
+def load_clip(resolved: ResolvedScoringModel, device: str) -> ClipModel:
+    import open_clip
+
+    local = _open_clip_dir(resolved)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{local}", device=device)
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{local}")
+    except (OSError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HarnessError(f"open_clip model {resolved.spec.name} ({resolved.folder}): {first}") from None
+    return ClipModel(resolved, model.eval(), preprocess, tokenizer, device)
+
+
+class ModelCache:
+    """Loaded scoring models by (kind, reference): each one loads once per scoring run."""
+
+    def __init__(self, device: str = "auto"):
+        self.requested = device
+        self._device: str | None = None
+        self._loaded: dict[tuple[str, str], Any] = {}
+
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            self._device = scoring_device(self.requested)
+        return self._device
+
+    def get(self, kind: Kind, name: str):
+        key = (kind, name)
+        if key not in self._loaded:
+            resolved = resolve_scoring_model(lookup(name, kind))
+            loader = load_aesthetic if kind == "aesthetic" else load_clip
+            self._loaded[key] = loader(resolved, self.device)
+        return self._loaded[key]

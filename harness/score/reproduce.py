@@ -1,0 +1,276 @@
+"""Reproducibility: re-render each panel from the parameters embedded in its PNG and compare.
+
+Owns: finding the model and LoRA a panel names (refusing files whose content hash differs from
+the recorded one), replaying the render through the harness's one rendering path
+(`harness.render.engine.render` on `harness.models.loader.load_pipeline`), and the verdicts:
+
+- `exact`: the re-render is bit-identical to the file's pixels;
+- `reproducible`: not identical, but within every tolerance (largest channel difference, PSNR,
+  and CLIP-I between original and re-render);
+- `not reproducible`: outside a tolerance (the numbers say which);
+- `unchecked`: the panel has no embedded parameters, so no check is possible.
+
+The story's verdict is the worst verdict over the checked panels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.config.scoring import Tolerances
+    from harness.score.images import Panel
+
+EXACT, REPRODUCIBLE, NOT_REPRODUCIBLE, UNCHECKED = "exact", "reproducible", "not reproducible", "unchecked"
+_RANK = {EXACT: 0, REPRODUCIBLE: 1, NOT_REPRODUCIBLE: 2}
+
+
+@dataclass
+class PanelRepro:
+    index: int
+    file: str
+    verdict: str
+    max_abs_diff: int | None = None
+    psnr: float | None = None  # dB; None when the pixels are identical (infinite PSNR)
+    clip_i: float | None = None
+    reason: str | None = None
+
+
+@dataclass
+class ReproResult:
+    verdict: str  # exact / reproducible / not reproducible / unchecked
+    panels: list[PanelRepro]
+    tolerances: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == NOT_REPRODUCIBLE
+
+
+def compare(original, rerender) -> tuple[int, float | None, bool]:
+    """(max abs channel difference 0..255, PSNR in dB or None if identical, identical) of two RGB images."""
+    import numpy as np
+
+    a = np.asarray(original.convert("RGB"), dtype=np.int16)
+    b = np.asarray(rerender.convert("RGB"), dtype=np.int16)
+    diff = np.abs(a - b)
+    mse = float(np.mean(diff.astype(np.float64) ** 2))
+    identical = mse == 0.0
+    psnr = None if identical else 10.0 * math.log10(255.0**2 / mse)
+    return int(diff.max()), psnr, identical
+
+
+def judge(
+    max_abs: int, psnr: float | None, clip_i: float | None, tol: "Tolerances"
+) -> tuple[str, str | None]:
+    """Verdict for a non-identical re-render, with the tolerances it broke."""
+    broken = []
+    if max_abs > tol.max_abs_diff:
+        broken.append(f"max abs diff {max_abs} > {tol.max_abs_diff}")
+    if psnr is not None and psnr < tol.min_psnr:
+        broken.append(f"PSNR {psnr:.2f} dB < {tol.min_psnr:g}")
+    if clip_i is not None and clip_i < tol.min_clip_i:
+        broken.append(f"CLIP-I {clip_i:.4f} < {tol.min_clip_i:g}")
+    return (NOT_REPRODUCIBLE, "; ".join(broken)) if broken else (REPRODUCIBLE, None)
+
+
+def story_verdict(panels: list[PanelRepro]) -> str:
+    checked = [p.verdict for p in panels if p.verdict in _RANK]
+    return max(checked, key=_RANK.__getitem__) if checked else UNCHECKED
+
+
+def _story_lora_paths(run_dir: Path | None, story_path: Path | None) -> list[Path]:
+    """Where a run says its LoRA lives: the story's lora.path, relative to the original story
+    file (manifest story.source), the run folder, or the story given with --story."""
+    from harness.config.yamlio import read_yaml
+    from harness.render.outdir import STORY_COPY, read_manifest
+
+    out: list[Path] = []
+
+    def from_story(story_file: Path, bases: list[Path]) -> None:
+        try:
+            data = read_yaml(story_file).data
+        except HarnessError:
+            return
+        rel = (data.get("lora") or {}).get("path") if isinstance(data, dict) else None
+        if isinstance(rel, str) and rel:
+            p = Path(rel).expanduser()
+            out.extend([p] if p.is_absolute() else [b / p for b in bases])
+
+    if story_path is not None:
+        from_story(story_path, [story_path.parent])
+    if run_dir is not None and (run_dir / STORY_COPY).is_file():
+        bases = []
+        try:
+            manifest = read_manifest(run_dir)
+        except HarnessError:
+            manifest = None
+        source = ((manifest or {}).get("story") or {}).get("source")
+        if isinstance(source, str):
+            bases.append(Path(source).parent)
+        bases.append(run_dir)
+        from_story(run_dir / STORY_COPY, bases)
+    return out
+
+
+def find_lora(recorded: dict[str, Any], candidates: list[Path]) -> Path:
+    """The first candidate whose sha256 matches the recorded one; refuse otherwise."""
+    from harness.hashing import sha256_file
+
+    seen = []
+    for path in dict.fromkeys(candidates):
+        if path.is_file():
+            digest = sha256_file(path)
+            if digest == recorded.get("sha256"):
+                return path
+            seen.append(f"{path} (sha256 {digest[:12]}...)")
+    if seen:
+        raise HarnessError(
+            f"LoRA {recorded.get('file')}: recorded sha256 {str(recorded.get('sha256'))[:12]}... but "
+            f"found {', '.join(seen)}; refusing to re-render with a different LoRA"
+        )
+    raise HarnessError(
+        f"LoRA {recorded.get('file')} (recorded with the panels) not found; pass --lora PATH to re-render"
+    )
+
+
+def _group_key(params: dict[str, Any]) -> str:
+    import json
+
+    keep = (
+        "model",
+        "lora",
+        "device",
+        "dtype",
+        "batch_size",
+        "steps",
+        "guidance",
+        "width",
+        "height",
+        "scheduler",
+    )
+    return json.dumps({k: params.get(k) for k in keep}, sort_keys=True, ensure_ascii=False)
+
+
+def _story_position(panel: "Panel") -> tuple[int, int]:
+    number = (panel.params or {}).get("panel")
+    return (number if isinstance(number, int) else panel.index, panel.index)
+
+
+def _render_group(group: list["Panel"], lora_candidates: list[Path], notes: list[str]) -> dict[int, Any]:
+    """Re-render the panels of one parameter group; returns {panel position: PIL image}."""
+    from harness import device as dev
+    from harness.config.story import Sampling
+    from harness.models.loader import apply_lora, load_pipeline
+    from harness.models.refs import parse_ref
+    from harness.models.resolve import resolve
+    from harness.render.engine import PanelJob, render
+
+    p0 = group[0].params or {}
+    model_rec = p0.get("model") or {}
+    try:
+        ref = parse_ref(str(model_rec.get("ref")))
+    except ValueError as e:
+        raise HarnessError(f"{group[0].path}: embedded model reference: {e}") from None
+    model = resolve(ref)
+    if model.sha256 != model_rec.get("sha256"):
+        raise HarnessError(
+            f"model {ref}: content sha256 {model.sha256[:12]}... differs from the recorded "
+            f"{str(model_rec.get('sha256'))[:12]}...; refusing to re-render with different weights"
+        )
+    lora_rec = p0.get("lora")
+    lora_path = None
+    if lora_rec:
+        lora_path = find_lora(
+            lora_rec, [*lora_candidates, *(c.parent / str(lora_rec.get("file")) for c in lora_candidates)]
+        )
+
+    recorded_device = p0.get("device") if p0.get("device") in ("cpu", "cuda") else "auto"
+    try:
+        placement = dev.choose(model.ref.source, recorded_device)
+    except HarnessError:
+        placement = dev.choose(model.ref.source, "auto")
+        notes.append(
+            f"rendered on {recorded_device}, re-rendered on {placement.device}: expect small differences"
+        )
+    if placement.dtype_name != p0.get("dtype"):
+        notes.append(f"rendered in {p0.get('dtype')}, re-rendered in {placement.dtype_name}")
+    try:
+        sampling = Sampling(**{k: p0[k] for k in ("steps", "guidance", "width", "height", "scheduler")})
+    except (KeyError, ValueError) as e:
+        raise HarnessError(f"{group[0].path}: embedded sampling parameters unusable ({e})") from None
+    jobs = []
+    # Replay the recorded batching: panels in story order, chunked by the recorded batch size.
+    for panel in sorted(group, key=_story_position):
+        p = panel.params or {}
+        try:
+            jobs.append(
+                PanelJob(panel.index, str(p["prompt"]), str(p.get("negative_prompt") or ""), int(p["seed"]))
+            )
+        except (KeyError, ValueError, TypeError) as e:
+            raise HarnessError(f"{panel.path}: embedded parameters lack a usable {e}") from None
+
+    dev.make_deterministic(placement)
+    pipe = load_pipeline(model.folder, placement, progress=False)
+    if lora_path is not None:
+        apply_lora(pipe, lora_path, float(lora_rec["scale"]))
+    done = render(
+        pipe,
+        jobs,
+        sampling,
+        device=placement.device,
+        batch_size=int(p0.get("batch_size") or 1),
+        progress=False,
+    )
+    return {job.index: image for job, image in done}
+
+
+def reproduce(
+    panels: list["Panel"],
+    tolerances: "Tolerances",
+    *,
+    clip_model=None,
+    run_dir: Path | None = None,
+    story_path: Path | None = None,
+    lora: Path | None = None,
+    batch_size: int = 8,
+) -> ReproResult:
+    """Re-render every panel that carries parameters and judge it (see module docstring).
+
+    Raises HarnessError when a model or LoRA with the recorded content cannot be found.
+    """
+    notes: list[str] = []
+    results: dict[int, PanelRepro] = {}
+    groups: dict[str, list[Panel]] = {}
+    for panel in panels:
+        if panel.params is None:
+            results[panel.index] = PanelRepro(
+                panel.index, panel.name, UNCHECKED, reason="no embedded parameters: cannot re-render"
+            )
+        else:
+            groups.setdefault(_group_key(panel.params), []).append(panel)
+    candidates = ([Path(lora)] if lora else []) + _story_lora_paths(run_dir, story_path)
+    if lora is not None and not Path(lora).is_file():
+        raise HarnessError(f"--lora: {lora}: no such file")
+    for group in groups.values():
+        images = _render_group(group, candidates, notes)
+        for panel in group:
+            rerender = images[panel.index]
+            max_abs, psnr, identical = compare(panel.image, rerender)
+            clip_i = None
+            if clip_model is not None:
+                e = clip_model.embed_images([panel.image, rerender], batch_size)
+                clip_i = float((e[0] * e[1]).sum())
+            if identical and panel.mode == "RGB":
+                verdict, reason = EXACT, None
+            else:
+                verdict, reason = judge(max_abs, psnr, clip_i, tolerances)
+            results[panel.index] = PanelRepro(panel.index, panel.name, verdict, max_abs, psnr, clip_i, reason)
+    ordered = [results[p.index] for p in panels]
+    return ReproResult(story_verdict(ordered), ordered, tolerances.model_dump(), notes)
