@@ -68,7 +68,9 @@ def _story_lora(run_dir: Path, run: dict[str, Any], story) -> Path | None:
     rec = run.get("lora")
     if not rec or story.lora is None:
         return None
-    p = Path(story.lora.path).expanduser()
+    # A story that trains its LoRA (lora.train) names no file: `harness run` keeps the trained
+    # formats in RUN_DIR/lora/, and the hash recorded with the panels picks the one rendered with.
+    p = Path(story.lora.path or rec.get("file") or "").expanduser()
     candidates = [p] if p.is_absolute() else []
     source = (run.get("story") or {}).get("source")
     if not p.is_absolute():

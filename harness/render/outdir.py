@@ -20,7 +20,9 @@ MANIFEST = "manifest.json"
 IMAGES = "images"
 CONTACT_SHEET = "contact_sheet.png"
 STORY_COPY = "story.yaml"
-OWNED = (MANIFEST, IMAGES, CONTACT_SHEET, STORY_COPY)
+# Everything a run folder gets from the harness: render outputs, plus what `harness run` adds
+# (the trained LoRA formats, the training manifest and the scores), cleared together by --force.
+OWNED = (MANIFEST, IMAGES, CONTACT_SHEET, STORY_COPY, "lora", "training.json", "scores.json")
 
 
 def read_manifest(out: Path) -> dict[str, Any] | None:

@@ -1,0 +1,1 @@
+"""Training data: read image sources, filter them, and write a prepared folder with a report."""

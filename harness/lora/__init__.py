@@ -1,0 +1,1 @@
+"""LoRA files: safe loading, and conversion between diffusers/PEFT, kohya and DiffSynth naming."""

@@ -1,0 +1,1 @@
+"""LoRA training: cached encodings, a resumable deterministic loop, and the files it writes."""
