@@ -37,3 +37,36 @@ def test_run_exits_1_when_the_gate_fails_and_says_why(capsys, tmp_path, write_st
     assert "INVALID" in printed and "below 6" in printed
     assert "no bundle written: --no-bundle" in printed
     assert (out / "scores.json").is_file()
+
+
+def test_run_trains_a_declared_lora_once_then_renders_with_it(capsys, tmp_path, write_story):
+    """lora.train: `harness run` trains first, renders with the result, keeps every format in the
+    run and the bundle, and a second run reuses the training instead of repeating it."""
+    from harness.hashing import sha256_file
+    from tests.train_helpers import tiny_config
+
+    config = tiny_config(tmp_path)
+    story = write_story(small_story(lora={"train": config.name, "scale": 1.0}))
+    subs = tmp_path / "submissions"
+    argv = ["run", str(story), "--quiet", "--threshold", "-1", "--submissions", str(subs), "--no-reproduce"]
+    assert main([*argv, "--out", str(tmp_path / "run1")]) == 0, capsys.readouterr()
+    capsys.readouterr()
+    run1 = tmp_path / "run1"
+    manifest = json.loads((run1 / "manifest.json").read_text())
+    trained = run1 / "lora" / "pytorch_lora_weights.safetensors"
+    assert manifest["lora"]["sha256"] == sha256_file(trained)
+    assert (run1 / "lora" / "lora_kohya.safetensors").is_file()
+    assert (run1 / "training.json").is_file()
+    bundle = subs / "demo" / "tiny-story"
+    assert (bundle / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert main(["verify", str(bundle), "--no-rerun"]) == 0
+    capsys.readouterr()
+
+    # Nothing changed: the second run reuses the trained LoRA (same bytes, same panels).
+    assert main([*argv, "--out", str(tmp_path / "run2"), "--no-bundle"]) == 0
+    capsys.readouterr()
+    run2 = tmp_path / "run2"
+    assert sha256_file(run2 / "lora" / "pytorch_lora_weights.safetensors") == sha256_file(trained)
+    for i in range(1, 9):
+        name = f"images/{i:02d}.png"
+        assert (run2 / name).read_bytes() == (run1 / name).read_bytes()

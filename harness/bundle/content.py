@@ -29,7 +29,11 @@ _DIFFUSERS_ALPHA = re.compile(r"^(?:unet\.)?(?:down_blocks|up_blocks|mid_block)[
 _DIFFSYNTH = re.compile(
     r"^(?P<module>blocks\.\d+\.[A-Za-z0-9_.]+)\.(?P<part>lora_A|lora_B)\.default\.weight$"
 )
-_DOWN = ("lora_A", "lora.down")
+# kohya / ComfyUI naming (the training stage exports it too):
+#   lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight
+_KOHYA = re.compile(r"^(?P<module>lora_unet_[A-Za-z0-9_]+)\.(?P<part>lora_down|lora_up)\.weight$")
+_KOHYA_ALPHA = re.compile(r"^lora_unet_[A-Za-z0-9_]+\.alpha$")
+_DOWN = ("lora_A", "lora.down", "lora_down")
 
 
 def check_image(
@@ -134,9 +138,11 @@ def unet_linear_shapes(unet_config: Path) -> dict[str, tuple[int, int]]:
 
 
 def lora_format(keys: list[str]) -> str:
-    """'diffusers', 'diffsynth', or 'unknown' for a set of tensor names."""
+    """'diffusers', 'kohya', 'diffsynth', or 'unknown' for a set of tensor names."""
     if keys and all(_DIFFUSERS.match(k) or _DIFFUSERS_ALPHA.match(k) for k in keys):
         return "diffusers"
+    if keys and all(_KOHYA.match(k) or _KOHYA_ALPHA.match(k) for k in keys):
+        return "kohya"
     if keys and all(_DIFFSYNTH.match(k) for k in keys):
         return "diffsynth"
     return "unknown"
@@ -166,9 +172,8 @@ def check_lora(
     facts.update(format=fmt, tensors=len(keys))
     problems: list[str] = []
     if fmt == "unknown":
-        bad = [
-            k for k in keys if not (_DIFFUSERS.match(k) or _DIFFUSERS_ALPHA.match(k) or _DIFFSYNTH.match(k))
-        ]
+        known = (_DIFFUSERS, _DIFFUSERS_ALPHA, _KOHYA, _KOHYA_ALPHA, _DIFFSYNTH)
+        bad = [k for k in keys if not any(p.match(k) for p in known)]
         shown = bad[0] if bad else keys[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         return [f"key {shown!r} is not a recognised Kolors UNet LoRA key{more}"], facts
@@ -180,7 +185,7 @@ def check_lora(
             problems.append(f"{k}: holds NaN or Inf values")
         if len(problems) >= 5:
             break
-    pattern = _DIFFUSERS if fmt == "diffusers" else _DIFFSYNTH
+    pattern = {"diffusers": _DIFFUSERS, "kohya": _KOHYA}.get(fmt, _DIFFSYNTH)
     pairs: dict[str, dict[str, Any]] = {}
     for k in keys:
         m = pattern.match(k)
