@@ -160,6 +160,8 @@ def cmd_run(args) -> int:
 
         print()
         print(format_table(outcome.score))
+        if outcome.score.config.aesthetic_model.startswith("tiny"):
+            print("(scored by the tiny test models: the numbers show the pipeline works, not quality)")
     if outcome.bundle is not None:
         print(f"\nbundle: {outcome.bundle.path}  (ModelScope id {outcome.bundle.model_id})")
     elif outcome.bundle_skipped:
