@@ -51,28 +51,6 @@ def _keep_training_outputs(lora_file: Path, run_dir: Path) -> dict[str, Any] | N
     return None
 
 
-# A story on the tiny model is scored by the tiny scorers (unless told otherwise): the real
-# scoring models would have to be downloaded, and their numbers mean nothing on random pixels.
-TINY_SCORERS = {
-    "aesthetic_model": "tiny-aesthetic",
-    "consistency_model": "tiny-clip",
-    "alignment_model": "tiny-clip-ml",
-}
-
-
-def scoring_for(base_model: str, scoring: "ScoringConfig | None") -> "ScoringConfig":
-    """The scoring config for a story: tiny scorers replace the defaults on a tiny story."""
-    from harness.config.scoring import ScoringConfig
-    from harness.models.refs import parse_ref
-
-    scoring = scoring or ScoringConfig()
-    if parse_ref(base_model).source != "tiny":
-        return scoring
-    defaults = ScoringConfig()
-    swap = {k: v for k, v in TINY_SCORERS.items() if getattr(scoring, k) == getattr(defaults, k)}
-    return scoring.model_copy(update=swap)
-
-
 def run_story(
     story_path: Path,
     out: Path,
@@ -115,6 +93,7 @@ def run_story(
         training = _keep_training_outputs(lora_file, out)
 
     if score:
+        from harness.config.scoring import scoring_for
         from harness.score.api import score_run
         from harness.score.report import write_scores
 

@@ -231,9 +231,14 @@ def rerun_checks(bundle: Path, lora: Path | None, config: "ScoringConfig | None"
 
     Calls `harness.score.api.score_run` on the bundle (its images/, story.yaml and LoRA).
     """
+    from harness.config.scoring import scoring_for
+    from harness.config.story import Story
+    from harness.config.yamlio import parse_model, read_yaml
     from harness.score.api import score_run, summary
 
-    run = score_run(bundle, bundle / STORY, config, lora=lora)
+    # Schema only: the story's own lora.path points outside the bundle (its LoRA is in lora/).
+    base_model = parse_model(read_yaml(bundle / STORY), Story).base_model
+    run = score_run(bundle, bundle / STORY, scoring_for(base_model, config), lora=lora)
     problems: list[str] = []
     aesthetic = run.metrics.get("aesthetic")
     gate = SKIPPED if aesthetic is None else ("pass" if run.valid else "fail")

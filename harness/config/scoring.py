@@ -55,3 +55,24 @@ class ScoringConfig(StrictModel):
 def load_scoring_config(path: str | Path) -> ScoringConfig:
     """Read and validate a scoring YAML; any problem raises one HarnessError line."""
     return parse_model(read_yaml(path), ScoringConfig)
+
+
+# A story on the tiny model is scored by the tiny scorers (unless told otherwise): the real
+# scoring models would have to be downloaded, and their numbers mean nothing on random pixels.
+TINY_SCORERS = {
+    "aesthetic_model": "tiny-aesthetic",
+    "consistency_model": "tiny-clip",
+    "alignment_model": "tiny-clip-ml",
+}
+
+
+def scoring_for(base_model: str, scoring: ScoringConfig | None) -> ScoringConfig:
+    """The scoring config for a story: tiny scorers replace the defaults on a tiny story."""
+    from harness.models.refs import parse_ref
+
+    scoring = scoring or ScoringConfig()
+    if parse_ref(base_model).source != "tiny":
+        return scoring
+    defaults = ScoringConfig()
+    swap = {k: v for k, v in TINY_SCORERS.items() if getattr(scoring, k) == getattr(defaults, k)}
+    return scoring.model_copy(update=swap)
