@@ -14,7 +14,7 @@ from harness.errors import HarnessError
 LORA_ADAPTER = "story"
 
 
-def _variant(folder: Path) -> str | None:
+def weights_variant(folder: Path) -> str | None:
     """Kolors-diffusers ships `*.fp16.safetensors`; use them when no full-precision file exists."""
     unet = folder / "unet"
     if (unet / "diffusion_pytorch_model.safetensors").is_file():
@@ -35,7 +35,7 @@ def load_pipeline(folder: Path, placement: Placement, *, progress: bool = True):
         pipe = KolorsPipeline.from_pretrained(
             str(folder),
             torch_dtype=placement.dtype,
-            variant=_variant(folder),
+            variant=weights_variant(folder),
             local_files_only=True,
             use_safetensors=True,
         )

@@ -192,7 +192,7 @@ def _encode_and_train(
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
 
     from harness.hashing import sha256_tree
-    from harness.models.loader import _variant
+    from harness.models.loader import weights_variant
     from harness.paths import cache_dir
     from harness.train import loop
     from harness.train.cache import encode_all, release
@@ -222,7 +222,7 @@ def _encode_and_train(
     unet = UNet2DConditionModel.from_pretrained(
         str(folder),
         subfolder="unet",
-        variant=_variant(folder),
+        variant=weights_variant(folder),
         torch_dtype=weight_dtype,
         local_files_only=True,
     )
