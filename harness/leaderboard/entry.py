@@ -1,0 +1,264 @@
+"""What one bundle contributes to the leaderboard: an `Entry`, read without trusting the bundle.
+
+Owns: the rules that turn a bundle folder into a row. The bundle is untrusted: the manifest is
+checked against the files (the same checks `harness verify` starts with), only intact listed
+files are read, JSON and YAML with size caps and safe parsers. Numbers come from the judges'
+verdict when `harness verify` wrote one that is still current (its record in the judges' ledger
+names this bundle's digest and the verdict's sha256), otherwise from the participant's own
+scores.json, and the row says which ("judges" or "claimed").
+
+status is one of:
+- valid: scored, aesthetic mean at or above the gate, all 8 panels, no failed check;
+- invalid: a failed check (files altered, a failed verification, the gate missed); `reason` says
+  which, in one line;
+- unscored: no usable scores (no scores.json, or one that is corrupt); `reason` says why.
+A broken bundle is always a row, never a crash and never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.bundle import manifest as mf
+from harness.bundle.verify import LEDGER
+from harness.bundle.writer import IMAGES_DIR, PROMPTS, SCORES, STORY
+from harness.errors import HarnessError
+from harness.hashing import sha256_bytes, sha256_file
+
+VALID, INVALID, UNSCORED = "valid", "invalid", "unscored"
+JUDGES, CLAIMED = "judges", "claimed"
+REQUIRED_PANELS = 8
+MAX_JSON_BYTES = 10 * mf.MiB
+NOT_CHECKED = "not checked"
+
+
+@dataclass
+class Panel:
+    index: int
+    image: str | None  # bundle-relative path of an intact listed image, else None
+    prompt: str = ""
+    aesthetic: float | None = None
+    consistency: float | None = None
+    clip_t: float | None = None
+
+
+@dataclass
+class Entry:
+    path: str  # bundle folder relative to the submissions root, posix
+    digest: str  # the bundle digest (manifest bytes + hashes of the files as found)
+    team: str
+    name: str
+    status: str
+    reason: str = ""
+    title: str = ""
+    model_id: str = ""
+    created: str = ""
+    aesthetic: float | None = None
+    consistency: float | None = None
+    alignment: float | None = None
+    reproducibility: str = NOT_CHECKED
+    source: str = CLAIMED  # where the numbers come from: "judges" or "claimed"
+    verdict: str | None = None  # the judges' pass/fail when a current verdict exists
+    verdict_sha256: str | None = None
+    panels: list[Panel] = field(default_factory=list)
+
+    @property
+    def search_text(self) -> str:
+        words = [self.path, self.team, self.name, self.title, self.model_id, *(p.prompt for p in self.panels)]
+        return "\n".join(words).casefold()
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Entry:
+        panels = [Panel(**p) for p in data.get("panels", [])]
+        return cls(**{**data, "panels": panels})
+
+
+def _number(v: Any) -> float | None:
+    """A finite float from untrusted JSON (bools and NaN are not numbers here)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise HarnessError(f"{what}: larger than {MAX_JSON_BYTES} bytes (cap)")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise HarnessError(f"{what}: not valid UTF-8 JSON ({str(e).splitlines()[0]})") from None
+
+
+def read_ledger(root: Path) -> dict[str, Any]:
+    """The judges' record of what `harness verify --all` checked (empty when absent or unreadable)."""
+    path = Path(root) / LEDGER
+    try:
+        data = _read_json(path, LEDGER) if path.is_file() and not path.is_symlink() else {}
+    except (HarnessError, OSError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _trusted_verdict(bundle: Path, key: str, digest: str, ledger: dict[str, Any]) -> tuple[dict | None, str | None]:
+    """(verdict, its sha256) when the judges' ledger vouches for verdict.json as it is now."""
+    record = ledger.get(key)
+    path = bundle / mf.VERDICT
+    if not isinstance(record, dict) or path.is_symlink() or not path.is_file():
+        return None, None
+    try:
+        sha = sha256_file(path)
+        if record.get("digest") != digest or record.get("verdict_sha256") != sha:
+            return None, None
+        data = _read_json(path, mf.VERDICT)
+    except (HarnessError, OSError):
+        return None, None
+    return (data, sha) if isinstance(data, dict) else (None, None)
+
+
+def _scores(bundle: Path, intact: set[str]) -> tuple[dict | None, str]:
+    """(scores.json content, '') or (None, why there are no usable scores)."""
+    if SCORES not in intact:
+        return None, f"no {SCORES} in the bundle"
+    try:
+        data = _read_json(bundle / SCORES, SCORES)
+    except (HarnessError, OSError) as e:
+        return None, str(e)
+    if not isinstance(data, dict) or data.get("kind") != "harness.scores":
+        return None, f"{SCORES}: not a harness scores file"
+    summary = data.get("summary")
+    if not isinstance(summary, dict) or _number(summary.get("aesthetic_mean")) is None:
+        return None, f"{SCORES}: no aesthetic mean in its summary"
+    return data, ""
+
+
+def _panels(bundle: Path, intact: set[str], scores: dict | None) -> list[Panel]:
+    """Panels from scores.json (with per-panel numbers) or prompts.json, images only if intact."""
+    rows: list[Any] = []
+    if scores is not None and isinstance(scores.get("panels"), list):
+        rows = scores["panels"]
+    elif PROMPTS in intact:
+        try:
+            data = _read_json(bundle / PROMPTS, PROMPTS)
+            rows = data if isinstance(data, list) else []
+        except (HarnessError, OSError):
+            rows = []
+    images = sorted(p for p in intact if p.startswith(f"{IMAGES_DIR}/") and mf.kind_of(p) == "image")
+    panels: list[Panel] = []
+    for i, row in enumerate(rows[:64]):
+        if not isinstance(row, dict):
+            continue
+        index = row.get("index") if isinstance(row.get("index"), int) else i + 1
+        file = row.get("file")
+        if isinstance(file, str) and "/" not in file:
+            file = f"{IMAGES_DIR}/{file}"
+        prompt = row.get("prompt")
+        panels.append(
+            Panel(
+                index=index,
+                image=file if file in intact and mf.kind_of(file) == "image" else None,
+                prompt=prompt[:2000] if isinstance(prompt, str) else "",
+                aesthetic=_number(row.get("aesthetic")),
+                consistency=_number(row.get("consistency")),
+                clip_t=_number(row.get("clip_t")),
+            )
+        )
+    if not panels:  # nothing describes the panels: show the images the manifest vouches for
+        panels = [Panel(index=i + 1, image=p) for i, p in enumerate(images)]
+    return panels
+
+
+def _title(bundle: Path, intact: set[str]) -> str:
+    if STORY not in intact or (bundle / STORY).stat().st_size > mf.MiB:
+        return ""
+    try:
+        from harness.config.yamlio import read_yaml
+
+        data = read_yaml(bundle / STORY).data
+    except (HarnessError, OSError):
+        return ""
+    title = data.get("title") if isinstance(data, dict) else None
+    return title[:200] if isinstance(title, str) else ""
+
+
+def read_entry(root: Path, bundle: Path, *, threshold: float, ledger: dict[str, Any] | None = None) -> Entry:
+    """The leaderboard row of `bundle` (a folder under `root`); never raises for bad content."""
+    root = Path(root)
+    key = bundle.relative_to(root).as_posix()
+    parts = key.split("/")
+    team, name = (parts[0], parts[-1]) if len(parts) > 1 else ("?", parts[0])
+    ledger = read_ledger(root) if ledger is None else ledger
+    try:
+        manifest, raw = mf.read(bundle)
+    except HarnessError as e:
+        try:
+            raw = (bundle / mf.MANIFEST).read_bytes() if not (bundle / mf.MANIFEST).is_symlink() else b""
+        except OSError:
+            raw = b""
+        # unique per folder: two broken bundles with the same bytes are still two rows
+        digest = sha256_bytes(b"unreadable\0" + key.encode() + b"\0" + raw)
+        return Entry(key, digest, team, name, UNSCORED, reason=str(e))
+
+    problems, actual, _ = mf.check_files(bundle, manifest)
+    digest = mf.bundle_digest(raw, actual)
+    intact = {e.path for e in manifest.files if actual.get(e.path) == e.sha256}
+    entry = Entry(
+        key,
+        digest,
+        manifest.team,
+        manifest.name,
+        VALID,
+        title=_title(bundle, intact),
+        model_id=manifest.model_id,
+        created=manifest.created,
+    )
+    if len(parts) == 2 and (manifest.team, manifest.name) != (parts[0], parts[1]):
+        problems.insert(0, f"folder {key} holds the bundle of {manifest.team}/{manifest.name}")
+
+    scores, unscored_reason = _scores(bundle, intact)
+    entry.panels = _panels(bundle, intact, scores)
+    summary: dict[str, Any] = scores["summary"] if scores else {}
+    if scores is not None and isinstance(scores.get("reproducibility"), dict):
+        repro = scores["reproducibility"].get("verdict")
+        entry.reproducibility = repro if isinstance(repro, str) and repro else NOT_CHECKED
+
+    verdict, entry.verdict_sha256 = _trusted_verdict(bundle, key, digest, ledger)
+    gate = None
+    if verdict is not None:
+        entry.source = JUDGES
+        entry.verdict = verdict.get("verdict") if verdict.get("verdict") in ("pass", "fail") else None
+        judged = verdict.get("scores")
+        if isinstance(judged, dict) and _number(judged.get("aesthetic_mean")) is not None:
+            summary, unscored_reason = judged, ""
+        else:  # the judges only checked files: the numbers are still the participant's
+            entry.source = CLAIMED if scores is not None else JUDGES
+        if verdict.get("reproducibility") not in (None, "skipped"):
+            entry.reproducibility = str(verdict["reproducibility"])
+        if verdict.get("gate") in ("pass", "fail"):
+            gate = verdict["gate"]
+        if entry.verdict == "fail":
+            failed = [p for p in verdict.get("problems") or [] if isinstance(p, str)]
+            problems += failed[:1] or ["the judges' verification failed"]
+
+    entry.aesthetic = _number(summary.get("aesthetic_mean"))
+    entry.consistency = _number(summary.get("clip_i"))
+    entry.alignment = _number(summary.get("clip_t_mean"))
+    panels_scored = summary.get("panels")
+
+    if problems:
+        entry.status, entry.reason = INVALID, problems[0]
+    elif entry.aesthetic is None:
+        entry.status, entry.reason = UNSCORED, unscored_reason or "no aesthetic score"
+    elif gate == "fail" or (gate is None and entry.aesthetic < threshold):
+        entry.status = INVALID
+        entry.reason = f"aesthetic mean {entry.aesthetic:.4f} is below the gate {threshold:g}"
+    elif isinstance(panels_scored, int) and panels_scored < REQUIRED_PANELS:
+        entry.status = INVALID
+        entry.reason = f"{panels_scored} panels scored; the competition needs {REQUIRED_PANELS}"
+    return entry
