@@ -65,12 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The other stages own their subcommands; their modules import nothing heavy.
     from harness.bundle.cli import add_parsers as add_bundle
+    from harness.leaderboard.cli import add_parsers as add_leaderboard
     from harness.score.cli import add_parsers as add_score
     from harness.train.cli import add_parsers as add_train
 
     add_train(sub)
     add_score(sub)
     add_bundle(sub)
+    add_leaderboard(sub)
     return parser
 
 

@@ -48,7 +48,7 @@ def write(root: Path, spec: Spec, seed: int = 0) -> Path:
         "name": spec.name,
         "title": spec.title,
         "base_model": "tiny",
-        "panels": [{"prompt": p} for p in prompts],
+        "panels": [{"prompt": p, "seed": i} for i, p in enumerate(prompts, start=1)],
     }
     import yaml
 

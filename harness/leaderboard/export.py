@@ -1,0 +1,92 @@
+"""`harness leaderboard export OUT_DIR`: one self-contained HTML page, for sharing without a server.
+
+Owns: the static page (`templates/leaderboard.html.j2`, jinja2 with HTML autoescaping on: team
+names, titles, prompts and reasons are untrusted text) and its thumbnails. Thumbnails are decoded
+from the bundles through `files.resolve_file` under a pixel cap, shrunk and embedded as JPEG data
+URIs, so the page is one file with no links back into the submissions root.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.leaderboard import db
+from harness.leaderboard.files import resolve_file
+from harness.leaderboard.ranking import Ranking
+
+PAGE = "index.html"
+THUMB_SIDE = 128
+MAX_PIXELS = 16_000_000
+
+
+def thumbnail(root: Path, bundle: str, rel: str, side: int = THUMB_SIDE) -> str:
+    """A data: URI of a small JPEG of one panel; HarnessError when the file is refused."""
+    from harness.score.images import open_rgb
+
+    img, _, _ = open_rgb(resolve_file(root, bundle, rel), MAX_PIXELS)
+    img.thumbnail((side, side))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=82)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _environment():
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    return Environment(
+        loader=PackageLoader("harness.leaderboard", "templates"),
+        autoescape=select_autoescape(["html", "j2"], default_for_string=True),
+        undefined=StrictUndefined,
+    )
+
+
+def render_page(db_path: Path, root: Path, ranking: Ranking = Ranking(), *, progress: bool = True) -> str:
+    from tqdm.auto import tqdm
+
+    conn = db.connect_read_only(db_path)
+    try:
+        rows = db.query(conn, ranking)
+        meta = db.read_meta(conn)
+        counts = db.count(conn)
+        entries = {r["path"]: db.get_entry(conn, r["path"]) for r in rows}
+    finally:
+        conn.close()
+    items = []
+    for r in tqdm(rows, desc="thumbnails", unit="bundle", disable=not progress, leave=False):
+        entry = entries[r["path"]]
+        panels = []
+        for p in sorted(entry.panels, key=lambda p: p.index) if entry else []:
+            src, problem = None, None
+            if p.image is not None:
+                try:
+                    src = thumbnail(root, entry.path, p.image)
+                except HarnessError as e:
+                    problem = str(e)
+            panels.append({"index": p.index, "prompt": p.prompt, "src": src, "problem": problem,
+                           "aesthetic": p.aesthetic})
+        items.append({**r, "panels": panels, "model_id": entry.model_id if entry else ""})
+    return _environment().get_template("leaderboard.html.j2").render(
+        rows=items,
+        counts=counts,
+        ranking=ranking.describe(),
+        threshold=float(meta.get("threshold", "6.0")),
+        built=meta.get("built", "?"),
+        exported=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def export(db_path: Path, root: Path, out_dir: Path, ranking: Ranking = Ranking(), *, progress: bool = True) -> Path:
+    """Write OUT_DIR/index.html atomically; returns its path."""
+    html = render_page(db_path, root, ranking, progress=progress)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / PAGE
+    tmp = out_dir / f".{PAGE}.tmp"
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
