@@ -132,8 +132,9 @@ class Board:
         ax.set_xlabel("aesthetic mean")
         ax.set_ylabel("story consistency (CLIP-I)")
         ax.grid(alpha=0.3)
+        ax.margins(0.08)
         if points:
-            ax.legend(loc="lower right")
+            ax.legend(loc="best")
         fig.tight_layout()
         return fig
 

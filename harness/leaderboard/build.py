@@ -40,6 +40,8 @@ def build_index(
     root: Path, db_path: Path | None = None, *, threshold: float = 6.0, progress: bool = True
 ) -> db.SyncReport:
     root = Path(root)
+    if not root.is_dir():  # before the index is created (inside the root by default)
+        raise HarnessError(f"{root}: no such submissions folder")
     db_path = Path(db_path) if db_path is not None else default_db(root)
     conn = db.connect_for_write(db_path)  # refuse a foreign database before scanning
     try:

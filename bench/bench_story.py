@@ -1,0 +1,268 @@
+"""Story and floor sections: a whole story two ways, and the UNet compute it cannot go below.
+
+Owns:
+- `run_story`: (a) the baseline, a plain `KolorsPipeline` called once per panel with every
+  component resident, and (b) the harness render path (`harness.render.engine.render` with the
+  `PanelJob`s and `Sampling` that `render_story` builds), on the same pipeline object, same
+  prompts, seeds and sampling; seconds per story, peak GPU memory of each, the ratio b/a, and
+  how far panel 1 of (b) is from panel 1 of (a) in uint8 and in float.
+- `run_floor`: panels x steps guided UNet forwards (batch 2: conditional + unconditional) with
+  the pipeline's exact shapes, timed alone, plus the FLOPs of one forward (torch's counter).
+Must not change the harness: the only hook is a per-object wrapper around the pipeline's
+image post-processor that keeps panel 1's float image (removed afterwards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from bench.bench_util import Settings, allocated_gb, free_memory, log, now, peak_gb, reset_peak
+
+
+def story_jobs(settings: Settings):
+    """The first `panels` panels of the story file as PanelJobs, exactly as render_story builds them."""
+    from harness.config.story import load_story
+    from harness.render.engine import PanelJob
+
+    story = load_story(settings.story).story
+    if settings.panels > story.panel_count:
+        raise ValueError(f"--panels {settings.panels}: {settings.story} has only {story.panel_count} panels")
+    return [
+        PanelJob(i, story.panels[i - 1].prompt, story.negative_for(i - 1), story.panels[i - 1].seed)
+        for i in range(1, settings.panels + 1)
+    ]
+
+
+def sampling_of(settings: Settings):
+    from harness.config.story import Sampling
+
+    return Sampling(
+        steps=settings.steps,
+        guidance=float(settings.guidance),
+        width=settings.size,
+        height=settings.size,
+        scheduler="euler",
+    )
+
+
+@contextlib.contextmanager
+def keep_first_float_image(pipe, sink: list):
+    """Record the first image the pipeline post-processes as float HWC in 0..1 (before uint8)."""
+    proc = pipe.image_processor
+    original = proc.postprocess
+
+    def postprocess(image, output_type="pil", **kwargs):
+        if not sink:
+            sink.append(original(image, output_type="np", **kwargs)[0].astype("float64"))
+        return original(image, output_type=output_type, **kwargs)
+
+    proc.postprocess = postprocess
+    try:
+        yield
+    finally:
+        del proc.postprocess  # back to the class's method
+
+
+def get_pipeline(settings: Settings, state: dict):
+    """The benchmark's pipeline, built once and shared by the story and floor sections."""
+    if state.get("pipe") is None:
+        from bench.kolors_arch import build_pipeline, param_count
+
+        log(f"building {'tiny' if settings.tiny else 'full-size'} Kolors on {settings.device} ({settings.dtype_name})")
+        t0 = now(settings.device)
+        pipe = build_pipeline(settings.device, settings.dtype, tiny=settings.tiny)
+        state["build"] = {
+            "seconds": round(now(settings.device) - t0, 3),
+            "resident_gb": allocated_gb(settings.device),
+            "params": {
+                "unet": param_count(pipe.unet),
+                "text_encoder": param_count(pipe.text_encoder),
+                "vae": param_count(pipe.vae),
+            },
+        }
+        if settings.compile:
+            import torch
+
+            pipe.unet = torch.compile(pipe.unet)
+        state["pipe"] = pipe
+    return state["pipe"]
+
+
+def _plain_call(pipe, job, settings: Settings, steps: int):
+    import torch
+
+    return pipe(
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        generator=torch.Generator("cpu").manual_seed(job.seed),
+        num_inference_steps=steps,
+        guidance_scale=settings.guidance,
+        height=settings.size,
+        width=settings.size,
+    ).images[0]
+
+
+def run_story(settings: Settings, state: dict) -> dict:
+    import numpy as np
+
+    from harness.render.engine import render
+
+    dev = settings.device
+    jobs = story_jobs(settings)
+    state["prompts"] = [j.prompt for j in jobs]
+    pipe = get_pipeline(settings, state)
+
+    # One short untimed render first, so one-time CUDA/cuDNN set-up (and torch.compile, when
+    # asked) is billed to neither path.
+    log("story: warm-up render (2 steps, untimed)")
+    t0 = now(dev)
+    _plain_call(pipe, jobs[0], settings, steps=2)
+    warmup_s = now(dev) - t0
+
+    log(f"story (a): plain KolorsPipeline, {len(jobs)} calls of {settings.steps} steps")
+    float_a: list = []
+    free_memory(dev)
+    reset_peak(dev)
+    t0 = now(dev)
+    with keep_first_float_image(pipe, float_a):
+        images_a = [_plain_call(pipe, job, settings, settings.steps) for job in jobs]
+    seconds_a = now(dev) - t0
+    peak_a = peak_gb(dev)
+
+    log(f"story (b): harness.render.engine.render, batch_size {settings.batch_size}")
+    float_b: list = []
+    free_memory(dev)
+    reset_peak(dev)
+    t0 = now(dev)
+    with keep_first_float_image(pipe, float_b):
+        done = render(pipe, jobs, sampling_of(settings), device=dev, batch_size=settings.batch_size, progress=False)
+    seconds_b = now(dev) - t0
+    peak_b = peak_gb(dev)
+    images_b = [image for _, image in sorted(done, key=lambda d: d[0].index)]
+
+    a0 = np.asarray(images_a[0].convert("RGB"), dtype=np.int16)
+    b0 = np.asarray(images_b[0].convert("RGB"), dtype=np.int16)
+    all_diff = max(
+        int(np.abs(np.asarray(a.convert("RGB"), np.int16) - np.asarray(b.convert("RGB"), np.int16)).max())
+        for a, b in zip(images_a, images_b, strict=True)
+    )
+    state["images"] = images_b
+    n = len(jobs)
+    return {
+        "panels": n,
+        "size": settings.size,
+        "steps": settings.steps,
+        "guidance": settings.guidance,
+        "story_file": settings.story,
+        "seeds": [j.seed for j in jobs],
+        "warmup_s": round(warmup_s, 4),
+        "baseline": {
+            "what": "plain KolorsPipeline(prompt=..., negative_prompt=..., generator=CPU seed) once per panel, "
+            "every component resident",
+            "seconds": round(seconds_a, 4),
+            "seconds_per_panel": round(seconds_a / n, 4),
+            "peak_vram_gb": peak_a,
+        },
+        "harness": {
+            "what": "harness.render.engine.render(pipe, PanelJobs, Sampling) as render_story calls it "
+            "(PNG writing excluded)",
+            "batch_size": settings.batch_size,
+            "seconds": round(seconds_b, 4),
+            "seconds_per_panel": round(seconds_b / n, 4),
+            "peak_vram_gb": peak_b,
+            "text_encoder_device_after": str(next(pipe.text_encoder.parameters()).device),
+        },
+        "ratio_harness_over_baseline": round(seconds_b / seconds_a, 4),
+        "speedup_vs_baseline": round(seconds_a / seconds_b, 4),
+        "panel1_max_abs_diff_uint8": int(np.abs(a0 - b0).max()),
+        "panel1_max_abs_diff_float": float(np.abs(float_a[0] - float_b[0]).max()),
+        "all_panels_max_abs_diff_uint8": all_diff,
+        "panel1_finite": bool(np.isfinite(float_a[0]).all()),
+    }
+
+
+def run_floor(settings: Settings, state: dict) -> dict:
+    """Guided UNet forwards alone: panels x steps calls at batch 2, the pipeline's shapes and dtype."""
+    import torch
+
+    dev = settings.device
+    if state.get("pipe") is not None:
+        unet = state["pipe"].unet
+        scheduler_config = state["pipe"].scheduler.config
+        source = "the story section's pipeline UNet"
+    else:
+        from bench.kolors_arch import build_parts
+
+        parts = build_parts(dev, {"unet": settings.dtype}, tiny=settings.tiny)
+        unet = parts["unet"]
+        if settings.compile:
+            unet = torch.compile(unet)
+        scheduler_config = parts["scheduler"].config
+        source = "a UNet built for this section"
+    from diffusers import EulerDiscreteScheduler
+
+    cfg = unet.config
+    hidden = int(cfg.encoder_hid_dim)
+    lat = settings.size // 8
+    dtype = settings.dtype
+    gen = torch.Generator("cpu").manual_seed(0)
+    x = torch.randn((2, cfg.in_channels, lat, lat), generator=gen).to(dev, dtype)
+    ehs = torch.randn((2, 256, hidden), generator=gen).to(dev, dtype)
+    added = {
+        "text_embeds": torch.randn((2, hidden), generator=gen).to(dev, dtype),
+        "time_ids": torch.tensor([[settings.size, settings.size, 0, 0, settings.size, settings.size]] * 2).to(
+            dev, dtype
+        ),
+    }
+    sched = EulerDiscreteScheduler.from_config(scheduler_config)
+    sched.set_timesteps(settings.steps, device=dev)
+    timesteps = list(sched.timesteps)
+
+    def forward(t):
+        return unet(x, t, encoder_hidden_states=ehs, added_cond_kwargs=added, return_dict=False)[0]
+
+    with torch.inference_mode():
+        t0 = now(dev)
+        forward(timesteps[0])
+        first_s = now(dev) - t0
+        forward(timesteps[-1])
+        flops = None
+        try:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            counter = FlopCounterMode(display=False)
+            with counter:
+                forward(timesteps[0])
+            flops = int(counter.get_total_flops())
+        except Exception as e:  # counting is a bonus; timing does not depend on it
+            log(f"floor: FLOP counting failed ({type(e).__name__}: {e})")
+
+        log(f"floor: {settings.panels} x {settings.steps} UNet forwards at batch 2 ({source})")
+        free_memory(dev)
+        reset_peak(dev)
+        t0 = now(dev)
+        for _ in range(settings.panels):
+            for t in timesteps:
+                forward(t)
+        seconds = now(dev) - t0
+    calls = settings.panels * len(timesteps)
+    result = {
+        "source": source,
+        "calls": calls,
+        "batch": 2,
+        "shapes": {
+            "sample": list(x.shape),
+            "encoder_hidden_states": list(ehs.shape),
+            "text_embeds": list(added["text_embeds"].shape),
+            "time_ids": list(added["time_ids"].shape),
+        },
+        "first_call_s": round(first_s, 4),
+        "seconds": round(seconds, 4),
+        "seconds_per_call": round(seconds / calls, 6),
+        "seconds_per_panel": round(seconds / settings.panels, 4),
+        "peak_vram_gb": peak_gb(dev),
+        "flops_per_call": flops,
+        "achieved_tflops": round(flops * calls / seconds / 1e12, 3) if flops else None,
+    }
+    return result
+
