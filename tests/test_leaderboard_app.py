@@ -47,7 +47,9 @@ def served(tmp_path_factory, demo_bundle):
     real = copy_bundle(demo_bundle, root)
     # The judges verify the real bundle with the tiny scorers (their random aesthetic predictor
     # scores about 0, so this test's gate is below that): re-scored, re-rendered, passed.
-    scoring = tiny_config(scorers=["aesthetic", "consistency"], reproduce=True).model_copy(update={"threshold": -1.0})
+    scoring = tiny_config(scorers=["aesthetic", "consistency"], reproduce=True).model_copy(
+        update={"threshold": -1.0}
+    )
     [row] = verify_all(root, scoring=scoring)
     assert row.verdict["verdict"] == "pass", row.verdict["problems"]
     for spec in [  # then bundles the judges have not verified yet (their own claimed scores)
@@ -102,7 +104,13 @@ def test_no_url_reaches_files_outside_the_app(served, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("secret", encoding="utf-8")
     inside = real / "images" / "01.png"
-    for target in [str(secret), "/etc/passwd", str(inside), f"{root}/../{secret.name}", str(default_db(root))]:
+    for target in [
+        str(secret),
+        "/etc/passwd",
+        str(inside),
+        f"{root}/../{secret.name}",
+        str(default_db(root)),
+    ]:
         quoted = urllib.parse.quote(target)
         assert _status(f"{url}gradio_api/file={quoted}") in (403, 404), target
     # the gallery's copies are served, and they are re-encoded PNGs, not the participant's bytes
@@ -130,16 +138,24 @@ def test_a_headless_chromium_sees_the_table_and_a_gallery_image(served, tmp_path
             table.get_by_text("alpha", exact=True).first.wait_for(timeout=60_000)
             visible_rows = page.evaluate(
                 """() => Array.from(document.querySelectorAll('#leaderboard-table tbody tr'))
-                    .filter(r => r.getBoundingClientRect().height > 0 && getComputedStyle(r).visibility !== 'hidden')
+                    .filter(r => r.getBoundingClientRect().height > 0
+                                 && getComputedStyle(r).visibility !== 'hidden')
                     .map(r => Array.from(r.querySelectorAll('td')).map(td => td.innerText.trim()))"""
             )
             folders = [cells[-1] for cells in visible_rows if cells and "/" in cells[-1]]
-            assert folders[-5:] == ["alpha/s1", "bravo/s1", real.relative_to(root).as_posix(), "charlie/s1", "delta/s1"]
+            assert folders[-5:] == [
+                "alpha/s1",
+                "bravo/s1",
+                real.relative_to(root).as_posix(),
+                "charlie/s1",
+                "delta/s1",
+            ]
             assert "INVALID" in visible_rows[-2] and "unscored" in visible_rows[-1]
             img = page.locator("#panels img").first
             img.wait_for(state="visible", timeout=60_000)
             page.wait_for_function(
-                "() => { const i = document.querySelector('#panels img'); return i && i.complete && i.naturalWidth > 0 }",
+                "() => { const i = document.querySelector('#panels img');"
+                " return i && i.complete && i.naturalWidth > 0 }",
                 timeout=60_000,
             )
             page.screenshot(path=str(shot), full_page=True)

@@ -34,6 +34,7 @@ def test_serve_and_export_without_an_index_say_so(tmp_path, capsys):
     root.mkdir()
     assert main(["leaderboard", "export", str(tmp_path / "site"), "--submissions", str(root)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"harness: error: {root}/.leaderboard.sqlite: no leaderboard index; run `harness leaderboard build` first"]
+    index = root / ".leaderboard.sqlite"
+    assert err == [f"harness: error: {index}: no leaderboard index; run `harness leaderboard build` first"]
     assert main(["leaderboard", "build", "--submissions", str(tmp_path / "missing")]) == 2
     assert "no such submissions folder" in capsys.readouterr().err

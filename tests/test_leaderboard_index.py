@@ -18,11 +18,11 @@ from harness.errors import HarnessError
 from harness.leaderboard import db, synthetic
 from harness.leaderboard.build import build_index, default_db
 from harness.leaderboard.files import resolve_file
-from harness.leaderboard.ranking import Ranking
+from harness.leaderboard.ranking import DEFAULT_RANKING, Ranking
 from harness.leaderboard.synthetic import Spec
 
 
-def rows(root: Path, ranking: Ranking = Ranking(), **filters) -> list[dict]:
+def rows(root: Path, ranking: Ranking = DEFAULT_RANKING, **filters) -> list[dict]:
     conn = db.connect_read_only(default_db(root))
     try:
         return db.query(conn, ranking, **filters)
@@ -72,7 +72,10 @@ def test_ranked_valid_first_then_aesthetic_with_reasons(board):
     assert by["charlie"]["reason"] == "aesthetic mean 5.9990 is below the gate 6"
     assert by["golf"]["status"] == "invalid" and by["golf"]["reason"].startswith("images/03.png: altered")
     assert by["echo"]["status"] == "unscored" and by["echo"]["reason"] == "no scores.json in the bundle"
-    assert by["foxtrot"]["status"] == "unscored" and "scores.json: not valid UTF-8 JSON" in by["foxtrot"]["reason"]
+    assert (
+        by["foxtrot"]["status"] == "unscored"
+        and "scores.json: not valid UTF-8 JSON" in by["foxtrot"]["reason"]
+    )
     assert all(r["source"] == "claimed" for r in got)
 
 
@@ -212,7 +215,11 @@ def test_a_foreign_database_is_refused_untouched(board, tmp_path):
     assert_cli = [sys.executable, "-m", "harness.cli", "leaderboard", "build", "--submissions", str(board)]
     proc = subprocess.run([*assert_cli, "--db", str(other)], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].endswith("not a harness leaderboard index (another SQLite database); not touching it")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith("not a harness leaderboard index (another SQLite database); not touching it")
+    )
     assert other.read_bytes() == before
 
 

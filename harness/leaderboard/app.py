@@ -10,7 +10,6 @@ never a participant's bytes. `launch` gives Gradio no allowed_paths, so no URL r
 submissions root directly.
 """
 
-
 import html
 import os
 import tempfile
@@ -21,7 +20,7 @@ from harness.errors import HarnessError
 from harness.leaderboard import db
 from harness.leaderboard.entry import Entry
 from harness.leaderboard.files import resolve_file
-from harness.leaderboard.ranking import Ranking
+from harness.leaderboard.ranking import DEFAULT_RANKING, Ranking
 
 GALLERY_MAX_SIDE = 1024
 MAX_PIXELS = 16_000_000
@@ -44,7 +43,7 @@ STATUS_SHOWN = {"valid": "valid", "invalid": "INVALID", "unscored": "unscored"}
 class Board:
     """The app's data side (no Gradio here): queries, detail rows, gallery files, the plot."""
 
-    def __init__(self, db_path: Path, root: Path, ranking: Ranking = Ranking(), page_size: int = 100):
+    def __init__(self, db_path: Path, root: Path, ranking: Ranking = DEFAULT_RANKING, page_size: int = 100):
         self.db_path = Path(db_path)
         self.root = Path(root).resolve()
         self.ranking = ranking
@@ -128,7 +127,9 @@ class Board:
                 alpha=0.8,
             )
         ax.axvline(self.threshold, color="#333333", linestyle="--", linewidth=1)
-        ax.text(self.threshold, 1.0, f" gate {self.threshold:g}", transform=ax.get_xaxis_transform(), va="top")
+        ax.text(
+            self.threshold, 1.0, f" gate {self.threshold:g}", transform=ax.get_xaxis_transform(), va="top"
+        )
         ax.set_xlabel("aesthetic mean")
         ax.set_ylabel("story consistency (CLIP-I)")
         ax.grid(alpha=0.3)
@@ -203,7 +204,7 @@ def panels_frame(entry: Entry | None):
     return pd.DataFrame(rows, columns=cols)
 
 
-def build_app(db_path: Path, root: Path, ranking: Ranking = Ranking(), page_size: int = 100):
+def build_app(db_path: Path, root: Path, ranking: Ranking = DEFAULT_RANKING, page_size: int = 100):
     """The Gradio Blocks of the leaderboard (not launched)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
@@ -251,12 +252,16 @@ def build_app(db_path: Path, root: Path, ranking: Ranking = Ranking(), page_size
         )
         with gr.Row():
             with gr.Column(scale=3):
-                chooser = gr.Dropdown(label="submission", choices=[], interactive=True, allow_custom_value=True)
+                chooser = gr.Dropdown(
+                    label="submission", choices=[], interactive=True, allow_custom_value=True
+                )
                 info = gr.Markdown(detail_markdown(None, []))
                 gallery = gr.Gallery(
                     label="the 8 panels", columns=4, object_fit="contain", height="auto", elem_id="panels"
                 )
-                panel_table = gr.Dataframe(value=panels_frame(None), interactive=False, label="prompts and scores")
+                panel_table = gr.Dataframe(
+                    value=panels_frame(None), interactive=False, label="prompts and scores"
+                )
             with gr.Column(scale=2):
                 plot = gr.Plot(value=board.plot, label="aesthetic vs consistency")
         filters = [search, valid_only, min_aesthetic]
@@ -279,8 +284,15 @@ def build_app(db_path: Path, root: Path, ranking: Ranking = Ranking(), page_size
     return demo
 
 
-def launch(db_path: Path, root: Path, *, host: str = "127.0.0.1", port: int | None = None,
-           ranking: Ranking = Ranking(), block: bool = True):
+def launch(
+    db_path: Path,
+    root: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    ranking: Ranking = DEFAULT_RANKING,
+    block: bool = True,
+):
     """Build and launch; returns (demo, local url). No share link and no allowed_paths."""
     demo = build_app(db_path, root, ranking)
     demo.queue(default_concurrency_limit=4)

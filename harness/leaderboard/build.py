@@ -46,7 +46,11 @@ def build_index(
     conn = db.connect_for_write(db_path)  # refuse a foreign database before scanning
     try:
         entries = scan(root, threshold=threshold, progress=progress)
-        meta = {"root": str(root.resolve()), "threshold": repr(float(threshold)), "harness_version": __version__}
+        meta = {
+            "root": str(root.resolve()),
+            "threshold": repr(float(threshold)),
+            "harness_version": __version__,
+        }
         return db.sync(conn, db_path, entries, meta)
     finally:
         conn.close()

@@ -79,6 +79,8 @@ def cmd_export(args) -> int:
     from harness.leaderboard.export import export
     from harness.leaderboard.ranking import Ranking
 
-    path = export(_db(args), args.submissions, args.out_dir, Ranking.parse(args.rank_by), progress=not args.quiet)
+    path = export(
+        _db(args), args.submissions, args.out_dir, Ranking.parse(args.rank_by), progress=not args.quiet
+    )
     print(f"wrote {path}")
     return 0

@@ -25,7 +25,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.leaderboard.entry import Entry
-from harness.leaderboard.ranking import Ranking
+from harness.leaderboard.ranking import DEFAULT_RANKING, Ranking
 
 APPLICATION_ID = 0x4B4C4231  # "KLB1": a harness leaderboard index
 SCHEMA_VERSION = 1
@@ -75,7 +75,9 @@ class SyncReport:
     migrated_from: int | None = None
 
     def line(self) -> str:
-        text = f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, {self.removed} removed"
+        text = (
+            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, {self.removed} removed"
+        )
         if self.migrated_from is not None:
             text += f" (index migrated from schema {self.migrated_from} to {SCHEMA_VERSION})"
         return text
@@ -95,7 +97,9 @@ def _check_identity(conn: sqlite3.Connection, path: Path) -> int:
     if app != APPLICATION_ID:
         if app == 0 and not _tables(conn):
             return 0  # an empty database: ours to create
-        raise HarnessError(f"{path}: not a harness leaderboard index (another SQLite database); not touching it")
+        raise HarnessError(
+            f"{path}: not a harness leaderboard index (another SQLite database); not touching it"
+        )
     if version > SCHEMA_VERSION:
         raise HarnessError(
             f"{path}: index schema {version} is newer than this harness understands ({SCHEMA_VERSION}); "
@@ -210,7 +214,8 @@ def sync(conn: sqlite3.Connection, path: Path, entries: list[Entry], meta: dict[
                 conn.execute("DELETE FROM bundles WHERE path = ?", (gone,))
                 report.removed += 1
             conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 sorted({**meta, "built": now}.items()),
             )
             conn.execute("COMMIT")
@@ -228,7 +233,7 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
 
 def query(
     conn: sqlite3.Connection,
-    ranking: Ranking = Ranking(),
+    ranking: Ranking = DEFAULT_RANKING,
     *,
     search: str = "",
     valid_only: bool = False,

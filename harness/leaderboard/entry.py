@@ -106,7 +106,9 @@ def read_ledger(root: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _trusted_verdict(bundle: Path, key: str, digest: str, ledger: dict[str, Any]) -> tuple[dict | None, str | None]:
+def _trusted_verdict(
+    bundle: Path, key: str, digest: str, ledger: dict[str, Any]
+) -> tuple[dict | None, str | None]:
     """(verdict, its sha256) when the judges' ledger vouches for verdict.json as it is now."""
     record = ledger.get(key)
     path = bundle / mf.VERDICT

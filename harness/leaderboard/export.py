@@ -17,7 +17,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.leaderboard import db
 from harness.leaderboard.files import resolve_file
-from harness.leaderboard.ranking import Ranking
+from harness.leaderboard.ranking import DEFAULT_RANKING, Ranking
 
 PAGE = "index.html"
 THUMB_SIDE = 128
@@ -45,7 +45,9 @@ def _environment():
     )
 
 
-def render_page(db_path: Path, root: Path, ranking: Ranking = Ranking(), *, progress: bool = True) -> str:
+def render_page(
+    db_path: Path, root: Path, ranking: Ranking = DEFAULT_RANKING, *, progress: bool = True
+) -> str:
     from tqdm.auto import tqdm
 
     conn = db.connect_read_only(db_path)
@@ -67,20 +69,33 @@ def render_page(db_path: Path, root: Path, ranking: Ranking = Ranking(), *, prog
                     src = thumbnail(root, entry.path, p.image)
                 except HarnessError as e:
                     problem = str(e)
-            panels.append({"index": p.index, "prompt": p.prompt, "src": src, "problem": problem,
-                           "aesthetic": p.aesthetic})
+            panels.append(
+                {
+                    "index": p.index,
+                    "prompt": p.prompt,
+                    "src": src,
+                    "problem": problem,
+                    "aesthetic": p.aesthetic,
+                }
+            )
         items.append({**r, "panels": panels, "model_id": entry.model_id if entry else ""})
-    return _environment().get_template("leaderboard.html.j2").render(
-        rows=items,
-        counts=counts,
-        ranking=ranking.describe(),
-        threshold=float(meta.get("threshold", "6.0")),
-        built=meta.get("built", "?"),
-        exported=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return (
+        _environment()
+        .get_template("leaderboard.html.j2")
+        .render(
+            rows=items,
+            counts=counts,
+            ranking=ranking.describe(),
+            threshold=float(meta.get("threshold", "6.0")),
+            built=meta.get("built", "?"),
+            exported=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
     )
 
 
-def export(db_path: Path, root: Path, out_dir: Path, ranking: Ranking = Ranking(), *, progress: bool = True) -> Path:
+def export(
+    db_path: Path, root: Path, out_dir: Path, ranking: Ranking = DEFAULT_RANKING, *, progress: bool = True
+) -> Path:
     """Write OUT_DIR/index.html atomically; returns its path."""
     html = render_page(db_path, root, ranking, progress=progress)
     out_dir = Path(out_dir)

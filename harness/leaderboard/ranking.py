@@ -57,3 +57,6 @@ class Ranking:
 
     def describe(self) -> str:
         return "ranked by " + ", then ".join(self.keys) + " (ties: team, name)"
+
+
+DEFAULT_RANKING = Ranking()

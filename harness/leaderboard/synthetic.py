@@ -35,7 +35,9 @@ def _image(path: Path, seed: int, size: int) -> None:
     a = [rng.randrange(256) for _ in range(3)]
     b = [rng.randrange(256) for _ in range(3)]
     img = Image.linear_gradient("L").resize((size, size))
-    Image.merge("RGB", [img.point(lambda v, i=i: a[i] + (b[i] - a[i]) * v // 255) for i in range(3)]).save(path)
+    Image.merge("RGB", [img.point(lambda v, i=i: a[i] + (b[i] - a[i]) * v // 255) for i in range(3)]).save(
+        path
+    )
 
 
 def write(root: Path, spec: Spec, seed: int = 0) -> Path:
@@ -56,7 +58,9 @@ def write(root: Path, spec: Spec, seed: int = 0) -> Path:
     rows = []
     for i, prompt in enumerate(prompts, start=1):
         _image(folder / "images" / f"{i:02d}.png", seed * 8 + i, spec.size)
-        rows.append({"index": i, "file": f"images/{i:02d}.png", "seed": i, "prompt": prompt, "negative_prompt": ""})
+        rows.append(
+            {"index": i, "file": f"images/{i:02d}.png", "seed": i, "prompt": prompt, "negative_prompt": ""}
+        )
     (folder / "prompts.json").write_text(json.dumps(rows, ensure_ascii=False, indent=2), "utf-8")
     if spec.aesthetic is not None:
         rng = random.Random(seed)
