@@ -112,10 +112,14 @@ class ResolvedScoringModel:
     folder: Path
     sha256: str
     text_tower: Path | None = None
+    text_tower_sha256: str | None = None
 
     def describe(self) -> dict:
         """What the scores record about the model: enough to get the same weights again."""
-        return {"name": self.spec.name, "ref": self.spec.ref, "sha256": self.sha256}
+        out = {"name": self.spec.name, "ref": self.spec.ref, "sha256": self.sha256}
+        if self.text_tower is not None:  # its tokenizer and config change the scores too
+            out.update(text_tower=self.spec.text_tower, text_tower_sha256=self.text_tower_sha256)
+        return out
 
 
 def lookup(text: str, kind: Kind) -> ScoringModelSpec:
@@ -171,4 +175,5 @@ def resolve_scoring_model(spec: ScoringModelSpec) -> ResolvedScoringModel:
             f"{spec.sha256[:16]}...; refusing to score with different weights"
         )
     tower = _folder(spec.text_tower) if spec.text_tower else None
-    return ResolvedScoringModel(spec, folder, digest, tower)
+    tower_digest = sha256_tree(tower, cache_dir() / "digests.json") if tower is not None else None
+    return ResolvedScoringModel(spec, folder, digest, tower, tower_digest)

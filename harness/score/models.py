@@ -112,6 +112,7 @@ def _open_clip_dir(resolved: ResolvedScoringModel) -> Path:
     xlm-roberta models), a prepared folder in the cache gets a config pointing at local files
     and a link to the untouched weights, so nothing is fetched from the Hugging Face hub.
     """
+    from harness.hashing import sha256_bytes
     from harness.paths import cache_dir
 
     folder = resolved.folder
@@ -130,7 +131,8 @@ def _open_clip_dir(resolved: ResolvedScoringModel) -> Path:
         raise HarnessError(f"scoring model {spec.name}: {folder} has no open_clip_config.json")
     text_cfg = config.get("model_cfg", {}).get("text_cfg", {})
     hf_name = text_cfg.get("hf_model_name")
-    needs_tower = bool(hf_name) and not Path(hf_name).is_dir()
+    # only an absolute folder counts as local: a relative name is a hub id, whatever the cwd holds
+    needs_tower = bool(hf_name) and not (Path(hf_name).is_absolute() and Path(hf_name).is_dir())
     if config_file.is_file() and not needs_tower:
         return folder
     if needs_tower:
@@ -146,7 +148,12 @@ def _open_clip_dir(resolved: ResolvedScoringModel) -> Path:
         raise HarnessError(
             f"scoring model {spec.name}: no open_clip weights in {folder} (expected one of {_CHECKPOINTS})"
         )
-    prepared = cache_dir() / "scoring" / f"{resolved.sha256[:16]}"
+    key = (
+        resolved.sha256
+        if resolved.text_tower_sha256 is None
+        else sha256_bytes(f"{resolved.sha256}\0{resolved.text_tower_sha256}".encode())
+    )
+    prepared = cache_dir() / "scoring" / key[:16]  # one per (weights, text tower) pair
     prepared.mkdir(parents=True, exist_ok=True)
     (prepared / "open_clip_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     link = prepared / weights.name
@@ -156,15 +163,37 @@ def _open_clip_dir(resolved: ResolvedScoringModel) -> Path:
     return prepared
 
 
+def _clip_tokenizer(local: Path):
+    """open_clip's tokenizer for `local`, reading a local HF tokenizer from where the config says.
+
+    open_clip's `local-dir:` tokenizer always reads HF tokenizer files from `local` itself; a
+    prepared folder holds only the config and the weights, the tokenizer is in the text tower.
+    """
+    import open_clip
+    from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer
+
+    config = json.loads((local / "open_clip_config.json").read_text(encoding="utf-8"))
+    text_cfg = config.get("model_cfg", {}).get("text_cfg", {})
+    source = text_cfg.get("hf_tokenizer_name")
+    if source and Path(source).is_absolute() and Path(source).is_dir():
+        return HFTokenizer(
+            source,
+            context_length=text_cfg.get("context_length", DEFAULT_CONTEXT_LENGTH),
+            tokenizer_mode=text_cfg.get("tokenizer_mode"),
+            **text_cfg.get("tokenizer_kwargs", {}),
+        )
+    return open_clip.get_tokenizer(f"local-dir:{local}")
+
+
 def load_clip(resolved: ResolvedScoringModel, device: str) -> ClipModel:
     import open_clip
 
     local = _open_clip_dir(resolved)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{local}", device=device)
-        tokenizer = open_clip.get_tokenizer(f"local-dir:{local}")
+        tokenizer = _clip_tokenizer(local)
     except (OSError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise HarnessError(f"open_clip model {resolved.spec.name} ({resolved.folder}): {first}") from None
     return ClipModel(resolved, model.eval(), preprocess, tokenizer, device)
 
