@@ -19,7 +19,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench.bench_util import Settings, free_memory, log, now, peak_gb, reset_peak
+from bench.bench_util import Settings, free_memory, log, now, peak_gib, reset_peak
 
 # xlm-roberta-base (the alignment model's text tower) as published; written locally so open_clip's
 # HFTextEncoder builds it without the hub.
@@ -100,7 +100,9 @@ def _full_models(device: str, tmp: Path) -> dict:
     with born_on(device, torch.float32):
         aesthetic = AestheticsPredictorV2Linear(CLIPVisionConfig(**VIT_L14)).eval()
     models["aesthetic"] = (
-        AestheticModel(_resolved("aesthetic-v2-linear", tmp, "random-weights"), aesthetic, CLIPImageProcessor(), device),
+        AestheticModel(
+            _resolved("aesthetic-v2-linear", tmp, "random-weights"), aesthetic, CLIPImageProcessor(), device
+        ),
         round(now(device) - t0, 3),
     )
 
@@ -131,7 +133,9 @@ def _full_models(device: str, tmp: Path) -> dict:
     # open_clip's get_tokenizer pads to text_cfg's context_length, default 77 (not the tower's 514).
     tokens = _RandomTokens(XLMR_BASE["vocab_size"], int(cfg["text_cfg"].get("context_length", 77)))
     models["alignment"] = (
-        ClipModel(_resolved("xlm-roberta-base-vit-b-32", tmp, "random-weights"), ml.eval(), ml_pre, tokens, device),
+        ClipModel(
+            _resolved("xlm-roberta-base-vit-b-32", tmp, "random-weights"), ml.eval(), ml_pre, tokens, device
+        ),
         round(now(device) - t0, 3),
     )
     return models
@@ -185,7 +189,7 @@ def run_score(settings: Settings, state: dict) -> dict:
                 "seconds": round(now(dev) - t0, 4),
                 "build_s": build_s,
             }
-        peak = peak_gb(dev)
+        peak = peak_gib(dev)
         del models
     free_memory(dev)
     return {
@@ -201,7 +205,7 @@ def run_score(settings: Settings, state: dict) -> dict:
         "batch_size": batch,
         "components": components,
         "total_s": round(sum(c["seconds"] for c in components.values()), 4),
-        "peak_vram_gb": peak,
+        "peak_vram_gib": peak,
         "alignment_tokens": "random token ids (xlm-roberta tokenizer files unavailable offline)"
         if mode == "full"
         else "open_clip built-in tokenizer",

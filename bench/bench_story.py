@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 
-from bench.bench_util import Settings, allocated_gb, free_memory, log, now, peak_gb, reset_peak
+from bench.bench_util import Settings, allocated_gib, free_memory, log, now, peak_gib, reset_peak
 
 
 def story_jobs(settings: Settings):
@@ -68,12 +68,13 @@ def get_pipeline(settings: Settings, state: dict):
     if state.get("pipe") is None:
         from bench.kolors_arch import build_pipeline, param_count
 
-        log(f"building {'tiny' if settings.tiny else 'full-size'} Kolors on {settings.device} ({settings.dtype_name})")
+        size = "tiny" if settings.tiny else "full-size"
+        log(f"building {size} Kolors on {settings.device} ({settings.dtype_name})")
         t0 = now(settings.device)
         pipe = build_pipeline(settings.device, settings.dtype, tiny=settings.tiny)
         state["build"] = {
             "seconds": round(now(settings.device) - t0, 3),
-            "resident_gb": allocated_gb(settings.device),
+            "resident_gib": allocated_gib(settings.device),
             "params": {
                 "unet": param_count(pipe.unet),
                 "text_encoder": param_count(pipe.text_encoder),
@@ -105,19 +106,27 @@ def _plain_call(pipe, job, settings: Settings, steps: int):
 def run_story(settings: Settings, state: dict) -> dict:
     import numpy as np
 
-    from harness.render.engine import render
+    from harness.render.engine import encode_texts, render
 
     dev = settings.device
     jobs = story_jobs(settings)
     state["prompts"] = [j.prompt for j in jobs]
     pipe = get_pipeline(settings, state)
 
-    # One short untimed render first, so one-time CUDA/cuDNN set-up (and torch.compile, when
-    # asked) is billed to neither path.
-    log("story: warm-up render (2 steps, untimed)")
+    # A short untimed render through each path first, so one-time CUDA/cuDNN set-up and
+    # torch.compile (which compiles again for the harness path: inference_mode there, no_grad in
+    # the plain pipeline) are billed to neither timed run.
+    log("story: warm-up renders, one per path (2 steps, untimed)")
     t0 = now(dev)
     _plain_call(pipe, jobs[0], settings, steps=2)
-    warmup_s = now(dev) - t0
+    warmup_a = now(dev) - t0
+    t0 = now(dev)
+    render(pipe, jobs[:1], sampling_of(settings).model_copy(update={"steps": 2}), device=dev, progress=False)
+    warmup_b = now(dev) - t0
+    # render() moved the text encoder off the GPU; put it back, as load_pipeline leaves it.
+    if next(pipe.text_encoder.parameters()).device.type != dev:
+        pipe.text_encoder.to(dev)
+    panel1 = encode_texts(pipe, [jobs[0].prompt, jobs[0].negative_prompt], dev)  # for the probe below
 
     log(f"story (a): plain KolorsPipeline, {len(jobs)} calls of {settings.steps} steps")
     float_a: list = []
@@ -127,7 +136,7 @@ def run_story(settings: Settings, state: dict) -> dict:
     with keep_first_float_image(pipe, float_a):
         images_a = [_plain_call(pipe, job, settings, settings.steps) for job in jobs]
     seconds_a = now(dev) - t0
-    peak_a = peak_gb(dev)
+    peak_a = peak_gib(dev)
 
     log(f"story (b): harness.render.engine.render, batch_size {settings.batch_size}")
     float_b: list = []
@@ -135,10 +144,34 @@ def run_story(settings: Settings, state: dict) -> dict:
     reset_peak(dev)
     t0 = now(dev)
     with keep_first_float_image(pipe, float_b):
-        done = render(pipe, jobs, sampling_of(settings), device=dev, batch_size=settings.batch_size, progress=False)
+        done = render(
+            pipe, jobs, sampling_of(settings), device=dev, batch_size=settings.batch_size, progress=False
+        )
     seconds_b = now(dev) - t0
-    peak_b = peak_gb(dev)
+    peak_b = peak_gib(dev)
     images_b = [image for _, image in sorted(done, key=lambda d: d[0].index)]
+
+    # Probe: the peak of denoising + decoding alone (text encoder off the GPU, embeddings given),
+    # i.e. what (b) would peak at if ChatGLM never shared the GPU with the UNet.
+    import torch
+
+    free_memory(dev)
+    reset_peak(dev)
+    resident_b = allocated_gib(dev)
+    with torch.inference_mode():
+        pipe(
+            prompt_embeds=panel1[jobs[0].prompt][0],
+            pooled_prompt_embeds=panel1[jobs[0].prompt][1],
+            negative_prompt_embeds=panel1[jobs[0].negative_prompt][0],
+            negative_pooled_prompt_embeds=panel1[jobs[0].negative_prompt][1],
+            num_inference_steps=2,
+            guidance_scale=settings.guidance,
+            height=settings.size,
+            width=settings.size,
+            generator=torch.Generator("cpu").manual_seed(jobs[0].seed),
+        )
+    denoise_peak = peak_gib(dev)
+    del panel1
 
     a0 = np.asarray(images_a[0].convert("RGB"), dtype=np.int16)
     b0 = np.asarray(images_b[0].convert("RGB"), dtype=np.int16)
@@ -155,13 +188,14 @@ def run_story(settings: Settings, state: dict) -> dict:
         "guidance": settings.guidance,
         "story_file": settings.story,
         "seeds": [j.seed for j in jobs],
-        "warmup_s": round(warmup_s, 4),
+        "warmup_s": {"baseline": round(warmup_a, 4), "harness": round(warmup_b, 4)},
+        "compile": settings.compile,
         "baseline": {
-            "what": "plain KolorsPipeline(prompt=..., negative_prompt=..., generator=CPU seed) once per panel, "
-            "every component resident",
+            "what": "plain KolorsPipeline(prompt=..., negative_prompt=..., generator=CPU seed) once per "
+            "panel, every component resident",
             "seconds": round(seconds_a, 4),
             "seconds_per_panel": round(seconds_a / n, 4),
-            "peak_vram_gb": peak_a,
+            "peak_vram_gib": peak_a,
         },
         "harness": {
             "what": "harness.render.engine.render(pipe, PanelJobs, Sampling) as render_story calls it "
@@ -169,8 +203,12 @@ def run_story(settings: Settings, state: dict) -> dict:
             "batch_size": settings.batch_size,
             "seconds": round(seconds_b, 4),
             "seconds_per_panel": round(seconds_b / n, 4),
-            "peak_vram_gb": peak_b,
+            "peak_vram_gib": peak_b,
             "text_encoder_device_after": str(next(pipe.text_encoder.parameters()).device),
+            "resident_after_gib": resident_b,
+            "denoise_decode_peak_vram_gib": denoise_peak,
+            "denoise_decode_peak_note": "peak of a 2-step render of panel 1 from precomputed embeddings "
+            "with the text encoder already off the GPU (UNet + VAE + activations only)",
         },
         "ratio_harness_over_baseline": round(seconds_b / seconds_a, 4),
         "speedup_vs_baseline": round(seconds_a / seconds_b, 4),
@@ -195,6 +233,7 @@ def run_floor(settings: Settings, state: dict) -> dict:
 
         parts = build_parts(dev, {"unet": settings.dtype}, tiny=settings.tiny)
         unet = parts["unet"]
+        state.setdefault("build", {"params": {"unet": sum(p.numel() for p in unet.parameters())}})
         if settings.compile:
             unet = torch.compile(unet)
         scheduler_config = parts["scheduler"].config
@@ -260,9 +299,8 @@ def run_floor(settings: Settings, state: dict) -> dict:
         "seconds": round(seconds, 4),
         "seconds_per_call": round(seconds / calls, 6),
         "seconds_per_panel": round(seconds / settings.panels, 4),
-        "peak_vram_gb": peak_gb(dev),
+        "peak_vram_gib": peak_gib(dev),
         "flops_per_call": flops,
         "achieved_tflops": round(flops * calls / seconds / 1e12, 3) if flops else None,
     }
     return result
-

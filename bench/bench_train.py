@@ -18,7 +18,7 @@ from __future__ import annotations
 import tempfile
 from types import SimpleNamespace
 
-from bench.bench_util import Settings, free_memory, log, now, peak_gb, reset_peak
+from bench.bench_util import Settings, free_memory, log, now, peak_gib, reset_peak
 
 CAPTION = "二次元"  # every caption of the DiffSynth baseline
 MAX_TOKENS = 256
@@ -44,9 +44,9 @@ def encode_caption(te, tok, text: str, device):
     """Kolors' prompt encoding, as harness.train.cache does it: hidden_states[-2], pooled last token."""
     import torch
 
-    inputs = tok([text], padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").to(
-        device
-    )
+    inputs = tok(
+        [text], padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+    ).to(device)
     with torch.no_grad():
         out = te(
             input_ids=inputs["input_ids"],
@@ -137,7 +137,7 @@ def _train(settings: Settings, unet, enc, scheduler_config, out_dir) -> dict:
         "seconds": round(seconds, 4),
         "seconds_per_step": round(seconds / settings.train_steps, 4),
         "steps_per_s": round(settings.train_steps / seconds, 4),
-        "peak_vram_gb": peak_gb(dev),
+        "peak_vram_gib": peak_gib(dev),
         "lora_params": lora_params,
         "losses_finite": all(math.isfinite(v) for v in result.losses),
         "mixed_precision": cfg.mixed_precision,
@@ -161,9 +161,7 @@ def run_baseline_way(settings: Settings, out_dir) -> dict:
     result["encoder_calls"] = dict(enc.counts)
     result["what"] = "VAE-encode the image and text-encode the caption at every step (DiffSynth baseline)"
     result["vae_dtype"] = settings.dtype_name
-    del parts, te, vae, enc
-    free_memory(dev)
-    return result
+    return result  # the models go with this frame; run_train frees the memory
 
 
 def run_cached(settings: Settings, out_dir) -> dict:
@@ -183,7 +181,7 @@ def run_cached(settings: Settings, out_dir) -> dict:
     embeds, pooled = encode_caption(parts["text_encoder"], parts["tokenizer"], CAPTION, dev)
     enc.texts[CAPTION] = (embeds.cpu(), pooled.cpu())
     encode_s = now(dev) - t0
-    encode_peak = peak_gb(dev)
+    encode_peak = peak_gib(dev)
     scheduler_config = parts["scheduler"].config
     del parts
     release(dev)  # the harness's own release: gc + empty_cache
@@ -195,10 +193,8 @@ def run_cached(settings: Settings, out_dir) -> dict:
     result = _train(settings, unet, enc, scheduler_config, out_dir)
     result["what"] = "latents and embeddings computed once, encoders released; UNet forward/backward only"
     result["encode_once_s"] = round(encode_s, 4)
-    result["encode_peak_vram_gb"] = encode_peak
+    result["encode_peak_vram_gib"] = encode_peak
     result["vae_dtype"] = "float32"
-    del unet, enc
-    free_memory(dev)
     return result
 
 

@@ -71,8 +71,8 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def peak_gb(device: str) -> float | None:
-    """Peak allocated GPU memory since the last reset (None on the CPU: not measured there)."""
+def peak_gib(device: str) -> float | None:
+    """Peak allocated GPU memory in GiB since the last reset (None on the CPU: not measured there)."""
     if device != "cuda":
         return None
     import torch
@@ -80,7 +80,7 @@ def peak_gb(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / GIB, 3)
 
 
-def allocated_gb(device: str) -> float | None:
+def allocated_gib(device: str) -> float | None:
     if device != "cuda":
         return None
     import torch
@@ -113,7 +113,7 @@ def environment(device: str) -> dict:
         props = torch.cuda.get_device_properties(0)
         gpu = {
             "name": torch.cuda.get_device_name(0),
-            "memory_gb": round(props.total_memory / GIB, 1),
+            "memory_gib": round(props.total_memory / GIB, 1),
             "capability": f"{props.major}.{props.minor}",
             "cuda": torch.version.cuda,
             "driver_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

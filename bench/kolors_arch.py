@@ -104,6 +104,14 @@ def born_on(device, dtype):
         torch.set_default_dtype(previous)
 
 
+def _seed(device, offset: int) -> None:
+    """Fixed random weights; the meta device has none (and the caller's RNG is left alone)."""
+    import torch
+
+    if torch.device(device).type != "meta":
+        torch.manual_seed(INIT_SEED + offset)
+
+
 def _init_text_encoder(model) -> None:
     """ChatGLM leaves RMSNorm weights as torch.empty: set norms to 1, biases 0, matrices N(0, 0.02)."""
     import torch
@@ -121,29 +129,26 @@ def _init_text_encoder(model) -> None:
 
 
 def build_unet(device, dtype):
-    import torch
     from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(INIT_SEED)
+    _seed(device, 0)
     with born_on(device, dtype):
         return UNet2DConditionModel(**UNET_CONFIG).eval()
 
 
 def build_vae(device, dtype):
-    import torch
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(INIT_SEED + 1)
+    _seed(device, 1)
     with born_on(device, dtype):
         return AutoencoderKL(**VAE_CONFIG).eval()
 
 
 def build_text_encoder(device, dtype):
-    import torch
     from diffusers.pipelines.kolors import ChatGLMModel
     from diffusers.pipelines.kolors.text_encoder import ChatGLMConfig
 
-    torch.manual_seed(INIT_SEED + 2)
+    _seed(device, 2)
     name = str(dtype).removeprefix("torch.")
     config = ChatGLMConfig(**CHATGLM_CONFIG, torch_dtype=name)
     with born_on(device, dtype):

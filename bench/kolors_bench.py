@@ -37,32 +37,39 @@ SECTIONS = ("story", "floor", "train", "score")
 DEFAULT_STORY = ROOT / "stories" / "cat-and-youth.yaml"
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
-# The targets: (result field, comparison, limit).
+# The targets: (result field, comparison, limit). Memory is in GiB (what a "16 GB" card
+# holds); the render target is judged on the harness path, the training one on the cached way.
 TARGETS = {
     "story_speedup_vs_baseline": (">=", 1.5),
     "harness_over_unet_floor": ("<=", 1.15),
-    "render_peak_vram_gb": ("<=", 16.0),
-    "train_peak_vram_gb": ("<=", 24.0),
+    "render_peak_vram_gib": ("<=", 16.0),
+    "train_peak_vram_gib": ("<=", 24.0),
 }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="kolors_bench.py",
-        description="Benchmark the harness's Kolors paths (story render, UNet floor, LoRA training, scoring).",
+        description="Benchmark the harness's Kolors paths: story render, UNet floor, LoRA training, scoring.",
     )
     p.add_argument("--out", required=True, type=Path, help="JSON result file")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
     p.add_argument("--tiny", action="store_true", help="the harness's tiny Kolors instead of full size")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: bf16 on cuda, fp32 on cpu")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (default 1024; 64 with --tiny)")
+    p.add_argument(
+        "--size", type=int, default=None, help="image side in pixels (default 1024; 64 with --tiny)"
+    )
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default 50; 4 with --tiny)")
     p.add_argument("--panels", type=int, default=8, help="panels of the story to render (default 8)")
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--story", type=Path, default=DEFAULT_STORY, help="story file giving prompts and seeds")
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma list of story,floor,train,score")
-    p.add_argument("--batch-size", type=int, default=1, help="harness render batch size (default 1, as harness)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the UNet (compile time reported apart)")
+    p.add_argument(
+        "--batch-size", type=int, default=1, help="harness render batch size (default 1, as harness)"
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the UNet (compile time reported apart)"
+    )
     p.add_argument(
         "--determinism",
         choices=("harness", "stock"),
@@ -70,12 +77,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="harness: the settings render_story/train apply (harness.device.make_deterministic), for "
         "every section; stock: torch defaults",
     )
-    p.add_argument("--train-steps", type=int, default=None, help="timed training steps (default 10; 3 with --tiny)")
-    p.add_argument("--train-warmup", type=int, default=None, help="untimed steps first (default 2; 1 with --tiny)")
+    p.add_argument(
+        "--train-steps", type=int, default=None, help="timed training steps (default 10; 3 with --tiny)"
+    )
+    p.add_argument(
+        "--train-warmup", type=int, default=None, help="untimed steps first (default 2; 1 with --tiny)"
+    )
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument("--lora-alpha", type=float, default=4.0)
-    p.add_argument("--no-grad-checkpointing", action="store_true", help="train without gradient checkpointing")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--no-grad-checkpointing", action="store_true", help="train without gradient checkpointing"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default 1 with --device cpu: repeatable on a shared machine; "
+        "torch's choice on cuda)",
+    )
     p.add_argument(
         "--scorers",
         choices=("auto", "full", "tiny"),
@@ -95,7 +114,9 @@ def make_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown or not sections:
-        raise SystemExit(f"kolors_bench: --sections: unknown {unknown or sections}; choose from {','.join(SECTIONS)}")
+        raise SystemExit(
+            f"kolors_bench: --sections: unknown {unknown or sections}; choose from {','.join(SECTIONS)}"
+        )
     size = args.size or (64 if args.tiny else 1024)
     if size % 8 or not 64 <= size <= 2048:
         raise SystemExit(f"kolors_bench: --size {size}: must be a multiple of 8 between 64 and 2048")
@@ -141,8 +162,9 @@ def summarize(result: dict) -> dict:
         "story_speedup_vs_baseline": _get(s, "story", "speedup_vs_baseline"),
         "harness_over_unet_floor": round(story_h / floor, 4) if story_h and floor else None,
         "baseline_over_unet_floor": round(story_b / floor, 4) if story_b and floor else None,
-        "render_peak_vram_gb": _get(s, "story", "harness", "peak_vram_gb"),
-        "train_peak_vram_gb": _get(s, "train", "cached", "peak_vram_gb"),
+        "render_peak_vram_gib": _get(s, "story", "harness", "peak_vram_gib"),
+        "render_denoise_decode_peak_vram_gib": _get(s, "story", "harness", "denoise_decode_peak_vram_gib"),
+        "train_peak_vram_gib": _get(s, "train", "cached", "peak_vram_gib"),
         "train_speedup_cached_over_baseline": _get(s, "train", "speedup_cached_over_baseline"),
         "panel1_max_abs_diff_uint8": _get(s, "story", "panel1_max_abs_diff_uint8"),
         "panel1_max_abs_diff_float": _get(s, "story", "panel1_max_abs_diff_float"),
@@ -188,12 +210,29 @@ def table(result: dict) -> str:
     if status("story") == "ok":
         st = s["story"]
         rows += [
-            ("story", f"(a) baseline: plain pipeline x{st['panels']}, s/story", _fmt(st["baseline"]["seconds"])),
-            ("story", "(a) baseline peak VRAM GB", _fmt(st["baseline"]["peak_vram_gb"])),
+            (
+                "story",
+                f"(a) baseline: plain pipeline x{st['panels']}, s/story",
+                _fmt(st["baseline"]["seconds"]),
+            ),
+            ("story", "(a) baseline peak VRAM GiB", _fmt(st["baseline"]["peak_vram_gib"])),
             ("story", "(b) harness render, s/story", _fmt(st["harness"]["seconds"])),
-            ("story", "(b) harness peak VRAM GB", _fmt(st["harness"]["peak_vram_gb"])),
-            ("story", "ratio b/a (speedup a/b)", f"{_fmt(st['ratio_harness_over_baseline'])} ({_fmt(st['speedup_vs_baseline'])}x)"),
-            ("story", "panel 1 max |a-b| uint8 / float", f"{st['panel1_max_abs_diff_uint8']} / {st['panel1_max_abs_diff_float']:.3g}"),
+            ("story", "(b) harness peak VRAM GiB", _fmt(st["harness"]["peak_vram_gib"])),
+            (
+                "story",
+                "    denoise+decode alone, peak GiB",
+                _fmt(st["harness"]["denoise_decode_peak_vram_gib"]),
+            ),
+            (
+                "story",
+                "ratio b/a (speedup a/b)",
+                f"{_fmt(st['ratio_harness_over_baseline'])} ({_fmt(st['speedup_vs_baseline'])}x)",
+            ),
+            (
+                "story",
+                "panel 1 max |a-b| uint8 / float",
+                f"{st['panel1_max_abs_diff_uint8']} / {st['panel1_max_abs_diff_float']:.3g}",
+            ),
         ]
     if status("floor") == "ok":
         fl = s["floor"]
@@ -207,7 +246,7 @@ def table(result: dict) -> str:
             if t.get("status") == "ok":
                 rows += [
                     ("train", f"{way}: steps/s", _fmt(t["steps_per_s"])),
-                    ("train", f"{way}: peak VRAM GB", _fmt(t["peak_vram_gb"])),
+                    ("train", f"{way}: peak VRAM GiB", _fmt(t["peak_vram_gib"])),
                 ]
             else:
                 rows.append(("train", f"{way}", "ERROR " + str(t.get("error", ""))[:60]))
@@ -236,10 +275,11 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings, sections = make_settings(args)
-    if args.threads:
+    threads = args.threads or (1 if settings.device == "cpu" else None)
+    if threads:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
     from bench.bench_score import run_score
     from bench.bench_story import run_floor, run_story
     from bench.bench_train import run_train
