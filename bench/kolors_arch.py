@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 
+from harness.models.schedulers import KOLORS_SCHEDULER_CONFIG
+
 # UNet2DConditionModel config of Kwai-Kolors/Kolors-diffusers (SDXL layout, 4096-wide text).
 UNET_CONFIG = dict(
     sample_size=128,
@@ -75,17 +77,7 @@ CHATGLM_CONFIG = dict(
     original_rope=True,  # the real config.json sets it; ChatGLMConfig's __init__ does not
 )
 
-SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1100,
-    beta_start=0.00085,
-    beta_end=0.014,
-    beta_schedule="scaled_linear",
-    steps_offset=1,
-    timestep_spacing="leading",
-    prediction_type="epsilon",
-    interpolation_type="linear",
-    use_karras_sigmas=False,
-)
+SCHEDULER_CONFIG = KOLORS_SCHEDULER_CONFIG  # the harness's own copy of the real config
 
 INIT_SEED = 20241107
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.bundle import manifest as mf
 from harness.errors import HarnessError
 from harness.leaderboard import db, synthetic
 from harness.leaderboard.build import build_index, default_db
 from harness.leaderboard.files import resolve_file
 from harness.leaderboard.ranking import DEFAULT_RANKING, Ranking
 from harness.leaderboard.synthetic import Spec
+from tests.bundle_helpers import rehash
 
 
 def rows(root: Path, ranking: Ranking = DEFAULT_RANKING, **filters) -> list[dict]:
@@ -28,14 +28,6 @@ def rows(root: Path, ranking: Ranking = DEFAULT_RANKING, **filters) -> list[dict
         return db.query(conn, ranking, **filters)
     finally:
         conn.close()
-
-
-def rehash(bundle: Path) -> None:
-    """Re-sign the manifest after an edit, as a participant would (the file is then 'intact')."""
-    manifest, _ = mf.read(bundle)
-    header = manifest.model_dump(mode="json")
-    header.pop("files")
-    mf.write(bundle, mf.build(bundle, header))
 
 
 @pytest.fixture

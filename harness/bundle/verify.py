@@ -395,6 +395,21 @@ def current_digest(bundle: Path) -> str | None:
     return mf.bundle_digest(raw, actual)
 
 
+def read_ledger(root: Path) -> dict[str, Any]:
+    """The judges' record of what `verify --all` checked: {bundle key: {digest, verdict_sha256}}.
+
+    Empty when absent, unreadable, a symlink or not a mapping (it is rebuilt by the next run).
+    """
+    path = Path(root) / LEDGER
+    if path.is_symlink() or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 @dataclass
 class Row:
     bundle: Path
@@ -414,10 +429,7 @@ def verify_all(root: str | Path, *, force: bool = False, rerun: bool = True, sco
     if not root.is_dir():
         raise HarnessError(f"{root}: no such folder")
     ledger_path = root / LEDGER
-    try:
-        ledger = json.loads(ledger_path.read_text(encoding="utf-8")) if ledger_path.is_file() else {}
-    except (OSError, ValueError):
-        ledger = {}
+    ledger = read_ledger(root)
     rows: list[Row] = []
     for bundle in find_bundles(root):
         key = bundle.relative_to(root).as_posix()

@@ -10,6 +10,7 @@ never a participant's bytes. `launch` gives Gradio no allowed_paths, so no URL r
 submissions root directly.
 """
 
+import contextlib
 import html
 import os
 import tempfile
@@ -19,11 +20,10 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.leaderboard import db
 from harness.leaderboard.entry import Entry
-from harness.leaderboard.files import resolve_file
+from harness.leaderboard.files import load_panel
 from harness.leaderboard.ranking import DEFAULT_RANKING, Ranking
 
 GALLERY_MAX_SIDE = 1024
-MAX_PIXELS = 16_000_000
 TABLE_HEADERS = {
     "rank": "rank",
     "team": "team",
@@ -54,7 +54,7 @@ class Board:
         self.threshold = float(self.meta.get("threshold", "6.0"))
 
     def _conn(self):
-        return _Closing(db.connect_read_only(self.db_path))
+        return contextlib.closing(db.connect_read_only(self.db_path))
 
     def rows(self, search: str = "", valid_only: bool = False, min_aesthetic: float | None = 0.0):
         with self._conn() as conn:
@@ -81,14 +81,10 @@ class Board:
 
     def image(self, entry: Entry, rel: str) -> Path:
         """A re-encoded PNG copy of one panel (cached by bundle digest); HarnessError if refused."""
-        from harness.score.images import open_rgb
-
-        src = resolve_file(self.root, entry.path, rel)
         out = self._images / entry.digest[:16] / rel.replace("/", "_")
         out = out.with_suffix(".png")
         if not out.is_file():
-            img, _, _ = open_rgb(src, MAX_PIXELS)
-            img.thumbnail((GALLERY_MAX_SIDE, GALLERY_MAX_SIDE))
+            img = load_panel(self.root, entry.path, rel, GALLERY_MAX_SIDE)
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(f".{out.name}.tmp")
             img.save(tmp, format="PNG")
@@ -138,17 +134,6 @@ class Board:
             ax.legend(loc="best")
         fig.tight_layout()
         return fig
-
-
-class _Closing:
-    def __init__(self, conn):
-        self.conn = conn
-
-    def __enter__(self):
-        return self.conn
-
-    def __exit__(self, *exc):
-        self.conn.close()
 
 
 def _fmt(v: Any) -> Any:
@@ -219,9 +204,6 @@ def build_app(db_path: Path, root: Path, ranking: Ranking = DEFAULT_RANKING, pag
             f"{board.threshold:g} · index built {html.escape(board.meta.get('built', '?'))}"
         )
 
-    def rows(search: str, valid_only: bool, min_aesthetic: float):
-        return table_frame(board.rows(search, valid_only, min_aesthetic))
-
     def refresh(search: str, valid_only: bool, min_aesthetic: float):
         found = board.rows(search, valid_only, min_aesthetic)
         choices = [(f"{r['rank']}. {r['team']} / {r['name']}", r["path"]) for r in found]
@@ -242,13 +224,13 @@ def build_app(db_path: Path, root: Path, ranking: Ranking = DEFAULT_RANKING, pag
 
     with gr.Blocks(title="Kolors LoRA story leaderboard") as demo:
         gr.Markdown("# Kolors LoRA style-story leaderboard")
-        summary = gr.Markdown(summary_md)
+        summary = gr.Markdown()  # filled, like the table, by `refresh` when the page loads
         with gr.Row():
             search = gr.Textbox(label="search", placeholder="team, story, prompt…", scale=3)
             valid_only = gr.Checkbox(label="valid only", value=False, scale=1)
             min_aesthetic = gr.Slider(0, 10, value=0, step=0.1, label="minimum aesthetic mean", scale=2)
         table = gr.Dataframe(
-            value=rows("", False, 0.0), interactive=False, label="ranking", elem_id="leaderboard-table"
+            value=table_frame([]), interactive=False, label="ranking", elem_id="leaderboard-table"
         )
         with gr.Row():
             with gr.Column(scale=3):
@@ -263,7 +245,7 @@ def build_app(db_path: Path, root: Path, ranking: Ranking = DEFAULT_RANKING, pag
                     value=panels_frame(None), interactive=False, label="prompts and scores"
                 )
             with gr.Column(scale=2):
-                plot = gr.Plot(value=board.plot, label="aesthetic vs consistency")
+                plot = gr.Plot(label="aesthetic vs consistency")
         filters = [search, valid_only, min_aesthetic]
         for control in filters:
             control.change(refresh, filters, [table, chooser, summary], api_visibility="private")

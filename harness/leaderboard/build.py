@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import __version__
-from harness.bundle.verify import find_bundles
+from harness.bundle.verify import find_bundles, read_ledger
 from harness.errors import HarnessError
 from harness.leaderboard import db
-from harness.leaderboard.entry import Entry, read_entry, read_ledger
+from harness.leaderboard.entry import Entry, read_entry
 
 
 def default_db(root: Path) -> Path:

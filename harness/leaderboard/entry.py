@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.bundle import manifest as mf
-from harness.bundle.verify import LEDGER
+from harness.bundle.verify import read_ledger
 from harness.bundle.writer import IMAGES_DIR, PROMPTS, SCORES, STORY
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes, sha256_file
@@ -94,16 +94,6 @@ def _read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise HarnessError(f"{what}: not valid UTF-8 JSON ({str(e).splitlines()[0]})") from None
-
-
-def read_ledger(root: Path) -> dict[str, Any]:
-    """The judges' record of what `harness verify --all` checked (empty when absent or unreadable)."""
-    path = Path(root) / LEDGER
-    try:
-        data = _read_json(path, LEDGER) if path.is_file() and not path.is_symlink() else {}
-    except (HarnessError, OSError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _trusted_verdict(

@@ -16,20 +16,16 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.leaderboard import db
-from harness.leaderboard.files import resolve_file
+from harness.leaderboard.files import load_panel
 from harness.leaderboard.ranking import DEFAULT_RANKING, Ranking
 
 PAGE = "index.html"
 THUMB_SIDE = 128
-MAX_PIXELS = 16_000_000
 
 
 def thumbnail(root: Path, bundle: str, rel: str, side: int = THUMB_SIDE) -> str:
     """A data: URI of a small JPEG of one panel; HarnessError when the file is refused."""
-    from harness.score.images import open_rgb
-
-    img, _, _ = open_rgb(resolve_file(root, bundle, rel), MAX_PIXELS)
-    img.thumbnail((side, side))
+    img = load_panel(root, bundle, rel, side)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=82)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

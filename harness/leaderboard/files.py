@@ -14,6 +14,8 @@ from pathlib import Path
 from harness.bundle.manifest import unsafe_path_reason
 from harness.errors import HarnessError
 
+MAX_PIXELS = 16_000_000  # decompression bombs are refused before decoding
+
 
 def resolve_file(root: Path, bundle: str, rel: str) -> Path:
     """root/bundle/rel as a regular file inside `root`, or HarnessError saying why not."""
@@ -36,3 +38,12 @@ def resolve_file(root: Path, bundle: str, rel: str) -> Path:
     if root not in path.resolve().parents:
         raise HarnessError(f"{bundle}/{rel}: outside the submissions root")
     return path
+
+
+def load_panel(root: Path, bundle: str, rel: str, max_side: int):
+    """The panel root/bundle/rel decoded (under MAX_PIXELS) as RGB and shrunk to fit `max_side`."""
+    from harness.score.images import open_rgb
+
+    img, _, _ = open_rgb(resolve_file(root, bundle, rel), MAX_PIXELS)
+    img.thumbnail((max_side, max_side))
+    return img

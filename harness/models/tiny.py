@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from harness.models.schedulers import KOLORS_SCHEDULER_CONFIG
+
 # Bump when the architecture or initialisation changes: it names the cache folder.
 TINY_VERSION = "1"
 TINY_SEED = 20240808
@@ -112,18 +114,7 @@ def build_tiny_pipeline():
     text_encoder = ChatGLMModel(config, empty_init=False)
     _init_text_encoder(text_encoder)
     tokenizer = ChatGLMTokenizer.from_pretrained(str(kolors_tokenizer_dir()))
-    # Kolors' real scheduler config (shared/STACK.md): 1100 training steps, leading spacing.
-    scheduler = EulerDiscreteScheduler(
-        num_train_timesteps=1100,
-        beta_start=0.00085,
-        beta_end=0.014,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        timestep_spacing="leading",
-        prediction_type="epsilon",
-        interpolation_type="linear",
-        use_karras_sigmas=False,
-    )
+    scheduler = EulerDiscreteScheduler(**KOLORS_SCHEDULER_CONFIG)  # Kolors' real one
     return KolorsPipeline(
         vae=vae,
         text_encoder=text_encoder,
