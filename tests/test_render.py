@@ -211,3 +211,21 @@ def test_help_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "render" in result.stdout and "inspect" in result.stdout
+
+
+def test_one_loaded_pipeline_renders_again_with_the_same_pixels(tiny_model_dir):
+    """render() stages the pipeline (encode, then denoise) and leaves it fit for another render."""
+    import numpy as np
+
+    from harness.config.story import Sampling
+    from harness.device import Placement
+    from harness.models.loader import load_pipeline
+    from harness.render.engine import PanelJob, render
+
+    pipe = load_pipeline(tiny_model_dir, Placement("cpu", "float32"), progress=False)
+    jobs = [PanelJob(1, "一只小猫", "模糊", 7), PanelJob(2, "猫在月光下", "模糊", 8)]
+    sampling = Sampling(steps=2, guidance=4.0, width=64, height=64, scheduler="euler")
+    first = render(pipe, jobs, sampling, device="cpu", progress=False)
+    again = render(pipe, jobs[:1], sampling, device="cpu", progress=False)
+    assert np.array_equal(np.asarray(first[0][1]), np.asarray(again[0][1]))
+    assert not np.array_equal(np.asarray(first[0][1]), np.asarray(first[1][1]))

@@ -1,7 +1,13 @@
 """Load a KolorsPipeline from a resolved folder onto a placement, and apply a LoRA.
 
-Owns: from_pretrained arguments (fp16 variant detection, offline), device moves, and LoRA
-application with its strength. The same code loads the real Kolors and the tiny one.
+Owns: from_pretrained arguments (fp16 variant detection, offline), device moves (`stage`), and
+LoRA application with its strength. The same code loads the real Kolors and the tiny one.
+
+Staging: a render has two phases, encoding the prompts (ChatGLM3-6B, 12.5 GB in bf16) and
+denoising + decoding (UNet 5.2 GB, VAE 0.17 GB). On CUDA only the components of the current
+phase are on the GPU; the others wait on the CPU. The render's peak is then about the larger of
+the two phases instead of their sum (17.8 GB of weights), and a pipeline can render any number of
+times. On the CPU staging moves nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +18,31 @@ from harness.device import Placement
 from harness.errors import HarnessError
 
 LORA_ADAPTER = "story"
+
+# The pipeline components each phase of a render needs on the execution device.
+PHASES: dict[str, tuple[str, ...]] = {"encode": ("text_encoder",), "denoise": ("unet", "vae")}
+STAGED = ("text_encoder", "unet", "vae")
+
+
+def stage(pipe, phase: str, device: str) -> None:
+    """Put what `phase` needs on `device`; on an accelerator, move the other components to the CPU.
+
+    The others leave first, so the two phases' weights are never on the GPU together.
+    """
+    import torch
+
+    wanted = PHASES[phase]
+    if device != "cpu":
+        for name in STAGED:
+            module = getattr(pipe, name, None)
+            if name not in wanted and module is not None:
+                module.to("cpu")
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    for name in wanted:
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.to(device)
 
 
 def weights_variant(folder: Path) -> str | None:
@@ -25,7 +56,10 @@ def weights_variant(folder: Path) -> str | None:
 
 
 def load_pipeline(folder: Path, placement: Placement, *, progress: bool = True):
-    """KolorsPipeline.from_pretrained on a local folder (never the network), moved to the device."""
+    """KolorsPipeline.from_pretrained on a local folder (never the network), staged for encoding.
+
+    Weights are read onto the CPU; only the text encoder goes to the device now (see `stage`).
+    """
     from diffusers import KolorsPipeline
     from diffusers.utils import logging as dlog
 
@@ -44,7 +78,8 @@ def load_pipeline(folder: Path, placement: Placement, *, progress: bool = True):
     if placement.dtype_name == "float16":
         pipe.vae.config.force_upcast = True  # the SDXL VAE overflows in fp16
     pipe.set_progress_bar_config(disable=True)  # the render loop shows one bar for the story
-    return pipe.to(placement.device)
+    stage(pipe, "encode", placement.device)
+    return pipe
 
 
 def apply_lora(pipe, path: Path, scale: float) -> None:

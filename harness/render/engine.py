@@ -63,14 +63,14 @@ def render(
     import torch
     from tqdm.auto import tqdm
 
+    from harness.models.loader import stage
     from harness.models.schedulers import make_scheduler
 
     original_scheduler = pipe.scheduler
     base_scheduler_config = original_scheduler.config
+    stage(pipe, "encode", device)
     encoded = encode_texts(pipe, [t for j in jobs for t in (j.prompt, j.negative_prompt)], device)
-    if device == "cuda" and getattr(pipe, "text_encoder", None) is not None:
-        pipe.text_encoder.to("cpu")  # 12.5 GB of ChatGLM is not needed while denoising
-        torch.cuda.empty_cache()
+    stage(pipe, "denoise", device)  # ChatGLM leaves the GPU before the UNet arrives
 
     bar = tqdm(
         total=len(jobs) * sampling.steps, desc="denoising", unit="step", disable=not progress, leave=True
