@@ -203,3 +203,45 @@ def test_verify_all_skips_unchanged_continues_past_broken_and_summarises(tmp_pat
         and json.loads((good / "verdict.json").read_text())["verdict"] == "fail"
     )
     assert run_cli(["verify", "--all", str(root), "--no-rerun", "--force"]) == 1
+
+
+def test_claimed_scores_are_checked_against_the_judges_rescore(tmp_path, demo_run):
+    """A scores.json edited after scoring (manifest re-forged to match) is caught by the re-score."""
+    import shutil
+
+    from harness.bundle.writer import write_bundle
+    from harness.score.api import score_run
+    from harness.score.report import write_scores
+
+    src = tmp_path / "src"
+    shutil.copytree(demo_run.parent, src)
+    config = tiny_config(scorers=["aesthetic", "consistency"]).model_copy(update={"threshold": -1.0})
+    write_scores(score_run(src / "run", config=config))
+    bundle = write_bundle(src / "run", out_root=tmp_path / "subs", namespace="judges-test").path
+
+    honest = verify_bundle(bundle, scoring=config)
+    checks = {c.name: c for c in honest.checks}
+    assert honest.passed, honest.problems
+    assert checks["claimed scores"].status == "ok"
+
+    scores = json.loads((bundle / "scores.json").read_text(encoding="utf-8"))
+    true_mean = scores["summary"]["aesthetic_mean"]
+    scores["summary"]["aesthetic_mean"] = true_mean + 0.5
+    (bundle / "scores.json").write_text(json.dumps(scores), encoding="utf-8")
+    rehash(bundle)
+    forged = verify_bundle(bundle, scoring=config)
+    assert not forged.passed
+    assert any(
+        p.startswith(
+            f"scores.json claims aesthetic_mean {true_mean + 0.5:.4f}, the judges re-scored {true_mean:.4f}"
+        )
+        for p in forged.problems
+    ), forged.problems
+
+    # Scored with other weights (another sha256): the numbers may differ, so only a note.
+    scores["models"]["aesthetic"][0]["sha256"] = "0" * 64
+    (bundle / "scores.json").write_text(json.dumps(scores), encoding="utf-8")
+    rehash(bundle)
+    other = verify_bundle(bundle, scoring=config)
+    assert other.passed, other.problems
+    assert any(n.startswith("aesthetic: the team scored with other weights") for n in other.notes)

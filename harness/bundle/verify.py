@@ -4,7 +4,8 @@ Owns: the order of the checks and the verdict. A bundle is never trusted: the ma
 checked against the files first (missing, extra, altered, symlinked, oversized); only files the
 manifest lists and that are intact regular files are opened, and only with the safe readers in
 `content.py`; re-scoring and re-rendering run only when every file-level check passed, through
-the one seam `rerun_checks` (the scoring package's `score_run`). Each failed check is one line
+the one seam `rerun_checks` (the scoring package's `score_run`), and the team's scores.json is
+then held against the re-score (`claims.py`). Each failed check is one line
 in verdict.json; nothing here lets a traceback escape for bad bundle content.
 """
 
@@ -224,6 +225,7 @@ class Rerun:
     reproducibility: str  # exact / reproducible / not reproducible / unchecked / refused / skipped
     problems: list[str]
     summary: dict[str, Any] | None = None
+    models: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # metric -> weights used
 
 
 def rerun_checks(bundle: Path, lora: Path | None, config: "ScoringConfig | None") -> Rerun:
@@ -254,7 +256,7 @@ def rerun_checks(bundle: Path, lora: Path | None, config: "ScoringConfig | None"
             problems += [f"reproducibility: {p.file}: {p.reason}" for p in bad[:8]]
     else:
         repro = SKIPPED
-    return Rerun(gate, repro, problems, summary(run))
+    return Rerun(gate, repro, problems, summary(run), {n: m.models for n, m in run.metrics.items()})
 
 
 def verify_bundle(
@@ -353,7 +355,21 @@ def verify_bundle(
             result.problems,
             f"gate {result.gate}, reproducibility {result.reproducibility}",
         )
+        _claims_check(bundle, v, listed, result)
     return v
+
+
+def _claims_check(bundle: Path, v: Verdict, intact: set[str], result: Rerun) -> None:
+    """The team's scores.json against the judges' numbers (see harness.bundle.claims)."""
+    from harness.bundle.claims import compare, read_claimed
+
+    claimed, why = read_claimed(bundle, intact)
+    if claimed is None or result.summary is None:
+        v.checks.append(Check("claimed scores", SKIPPED, why or "nothing re-scored"))
+        return
+    problems, notes = compare(claimed, result.models, result.summary)
+    v.notes += notes
+    v.add("claimed scores", problems, "scores.json agrees with the re-score")
 
 
 def write_verdict(bundle: Path, verdict: Verdict) -> Path:

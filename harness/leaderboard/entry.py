@@ -17,22 +17,20 @@ A broken bundle is always a row, never a crash and never dropped.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.bundle import manifest as mf
+from harness.bundle.claims import number, read_claimed, read_json
 from harness.bundle.verify import read_ledger
-from harness.bundle.writer import IMAGES_DIR, PROMPTS, SCORES, STORY
+from harness.bundle.writer import IMAGES_DIR, PROMPTS, STORY
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes, sha256_file
 
 VALID, INVALID, UNSCORED = "valid", "invalid", "unscored"
 JUDGES, CLAIMED = "judges", "claimed"
 REQUIRED_PANELS = 8
-MAX_JSON_BYTES = 10 * mf.MiB
 NOT_CHECKED = "not checked"
 
 
@@ -80,22 +78,6 @@ class Entry:
         return cls(**{**data, "panels": panels})
 
 
-def _number(v: Any) -> float | None:
-    """A finite float from untrusted JSON (bools and NaN are not numbers here)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return float(v)
-
-
-def _read_json(path: Path, what: str) -> Any:
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise HarnessError(f"{what}: larger than {MAX_JSON_BYTES} bytes (cap)")
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise HarnessError(f"{what}: not valid UTF-8 JSON ({str(e).splitlines()[0]})") from None
-
-
 def _trusted_verdict(
     bundle: Path, key: str, digest: str, ledger: dict[str, Any]
 ) -> tuple[dict | None, str | None]:
@@ -108,26 +90,10 @@ def _trusted_verdict(
         sha = sha256_file(path)
         if record.get("digest") != digest or record.get("verdict_sha256") != sha:
             return None, None
-        data = _read_json(path, mf.VERDICT)
+        data = read_json(path, mf.VERDICT)
     except (HarnessError, OSError):
         return None, None
     return (data, sha) if isinstance(data, dict) else (None, None)
-
-
-def _scores(bundle: Path, intact: set[str]) -> tuple[dict | None, str]:
-    """(scores.json content, '') or (None, why there are no usable scores)."""
-    if SCORES not in intact:
-        return None, f"no {SCORES} in the bundle"
-    try:
-        data = _read_json(bundle / SCORES, SCORES)
-    except (HarnessError, OSError) as e:
-        return None, str(e)
-    if not isinstance(data, dict) or data.get("kind") != "harness.scores":
-        return None, f"{SCORES}: not a harness scores file"
-    summary = data.get("summary")
-    if not isinstance(summary, dict) or _number(summary.get("aesthetic_mean")) is None:
-        return None, f"{SCORES}: no aesthetic mean in its summary"
-    return data, ""
 
 
 def _panels(bundle: Path, intact: set[str], scores: dict | None) -> list[Panel]:
@@ -137,7 +103,7 @@ def _panels(bundle: Path, intact: set[str], scores: dict | None) -> list[Panel]:
         rows = scores["panels"]
     elif PROMPTS in intact:
         try:
-            data = _read_json(bundle / PROMPTS, PROMPTS)
+            data = read_json(bundle / PROMPTS, PROMPTS)
             rows = data if isinstance(data, list) else []
         except (HarnessError, OSError):
             rows = []
@@ -156,9 +122,9 @@ def _panels(bundle: Path, intact: set[str], scores: dict | None) -> list[Panel]:
                 index=index,
                 image=file if file in intact and mf.kind_of(file) == "image" else None,
                 prompt=prompt[:2000] if isinstance(prompt, str) else "",
-                aesthetic=_number(row.get("aesthetic")),
-                consistency=_number(row.get("consistency")),
-                clip_t=_number(row.get("clip_t")),
+                aesthetic=number(row.get("aesthetic")),
+                consistency=number(row.get("consistency")),
+                clip_t=number(row.get("clip_t")),
             )
         )
     if not panels:  # nothing describes the panels: show the images the manifest vouches for
@@ -213,7 +179,7 @@ def read_entry(root: Path, bundle: Path, *, threshold: float, ledger: dict[str, 
     if len(parts) == 2 and (manifest.team, manifest.name) != (parts[0], parts[1]):
         problems.insert(0, f"folder {key} holds the bundle of {manifest.team}/{manifest.name}")
 
-    scores, unscored_reason = _scores(bundle, intact)
+    scores, unscored_reason = read_claimed(bundle, intact)
     entry.panels = _panels(bundle, intact, scores)
     summary: dict[str, Any] = scores["summary"] if scores else {}
     if scores is not None and isinstance(scores.get("reproducibility"), dict):
@@ -226,7 +192,7 @@ def read_entry(root: Path, bundle: Path, *, threshold: float, ledger: dict[str, 
         entry.source = JUDGES
         entry.verdict = verdict.get("verdict") if verdict.get("verdict") in ("pass", "fail") else None
         judged = verdict.get("scores")
-        if isinstance(judged, dict) and _number(judged.get("aesthetic_mean")) is not None:
+        if isinstance(judged, dict) and number(judged.get("aesthetic_mean")) is not None:
             summary, unscored_reason = judged, ""
         else:  # the judges only checked files: the numbers are still the participant's
             entry.source = CLAIMED if scores is not None else JUDGES
@@ -238,9 +204,9 @@ def read_entry(root: Path, bundle: Path, *, threshold: float, ledger: dict[str, 
             failed = [p for p in verdict.get("problems") or [] if isinstance(p, str)]
             problems += failed[:1] or ["the judges' verification failed"]
 
-    entry.aesthetic = _number(summary.get("aesthetic_mean"))
-    entry.consistency = _number(summary.get("clip_i"))
-    entry.alignment = _number(summary.get("clip_t_mean"))
+    entry.aesthetic = number(summary.get("aesthetic_mean"))
+    entry.consistency = number(summary.get("clip_i"))
+    entry.alignment = number(summary.get("clip_t_mean"))
     panels_scored = summary.get("panels")
 
     if problems:
