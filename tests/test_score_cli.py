@@ -74,3 +74,46 @@ def test_plain_folder_scores_are_written_beside_it_not_into_it(tmp_path, capsys)
     data = json.loads((tmp_path / "submission.scores.json").read_text(encoding="utf-8"))
     assert data["skipped"] == [{"file": "readme.txt", "reason": "not an image"}]
     assert data["summary"]["valid"] is True and data["reproducibility"] is None
+
+
+def _run(*argv) -> int:
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_pinned_weights_score_and_other_weights_are_refused(tmp_path, capsys):
+    """`score-models --pin` prints the pins of a config's models; a config with a wrong pin refuses."""
+    import yaml
+
+    from harness.score.api import score_run
+
+    cfg = tmp_path / "scoring.yaml"
+    models = {"aesthetic_model": "tiny-aesthetic", "consistency_model": "tiny-clip", "reproduce": False}
+    cfg.write_text(yaml.safe_dump({**models, "scorers": ["aesthetic", "consistency"]}))
+    assert _run("score-models", "--pin", "--scoring-config", str(cfg)) == 0
+    pins = yaml.safe_load(capsys.readouterr().out)["pins"]
+    assert set(pins) == {"tiny-aesthetic", "tiny-clip"}
+
+    images = tmp_path / "panels"
+    write_panels(images, [noise_image(i) for i in range(8)])
+    cfg.write_text(yaml.safe_dump({**models, "scorers": ["aesthetic", "consistency"], "pins": pins}))
+    pinned = score_run(images, config=load_scoring_config(cfg))
+    assert pinned.metrics["aesthetic"].models[0]["sha256"] == pins["tiny-aesthetic"]
+
+    wrong = dict(pins, **{"tiny-clip": ("0" if pins["tiny-clip"][0] != "0" else "1") + pins["tiny-clip"][1:]})
+    cfg.write_text(yaml.safe_dump({**models, "scorers": ["aesthetic", "consistency"], "pins": wrong}))
+    with pytest.raises(HarnessError, match=r"tiny-clip: .* the scoring config pins .*refusing to score"):
+        score_run(images, config=load_scoring_config(cfg))
+
+    cfg.write_text(yaml.safe_dump({**models, "pins": {"tiny-clip": "abc"}}))
+    with pytest.raises(HarnessError, match="expected 64 lowercase hex digits"):
+        load_scoring_config(cfg)
+
+
+def test_score_models_lists_the_registry(capsys):
+    assert _run("score-models") == 0
+    out = capsys.readouterr().out
+    assert "aesthetic-v2-linear  (aesthetic, not pinned)" in out
+    assert "modelscope:AI-ModelScope/aesthetics-predictor-v2-sac-logos-ava1-l14-linearMSE" in out

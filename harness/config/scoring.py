@@ -1,7 +1,8 @@
 """The scoring config: one strict pydantic model that mirrors a scoring YAML one to one.
 
-Owns: thresholds, reproducibility tolerances, which registered model each score uses, and
-`load_scoring_config`. Names models, never loads them.
+Owns: thresholds, reproducibility tolerances, which registered model each score uses, the
+content hashes those models must have (`pins`), and `load_scoring_config`. Names models, never
+loads them.
 """
 
 from __future__ import annotations
@@ -42,6 +43,22 @@ class ScoringConfig(StrictModel):
     max_pixels: int = Field(64 * 1024 * 1024, ge=1)  # larger images are refused (decompression bombs)
     batch_size: int = Field(8, ge=1, le=256)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Registry name or reference (a text tower's too) -> the sha256 its folder must hash to, so
+    # everyone scoring with this config uses the same weights or gets an error
+    # (`harness score-models --pin` prints this block for the models a config uses).
+    pins: dict[str, str] = {}
+
+    @field_validator("pins")
+    @classmethod
+    def _sha256_pins(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, digest in v.items():
+            if not key.strip():
+                raise ValueError("a pin needs a model name or reference")
+            if not (len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+                raise ValueError(
+                    f"pin for {key!r}: expected 64 lowercase hex digits (a sha256), got {digest!r}"
+                )
+        return v
 
     @field_validator("scorers")
     @classmethod
@@ -50,6 +67,18 @@ class ScoringConfig(StrictModel):
 
         check_names(v)  # ValueError naming the unknown one and the near names
         return v
+
+
+def models_used(config: ScoringConfig) -> list[tuple[str, str]]:
+    """(kind, name) of every scoring model `config` loads, in a stable order."""
+    used = []
+    if "aesthetic" in config.scorers:
+        used.append(("aesthetic", config.aesthetic_model))
+    if "consistency" in config.scorers or config.reproduce:  # CLIP-I of re-renders uses it too
+        used.append(("open_clip", config.consistency_model))
+    if "alignment" in config.scorers:
+        used.append(("open_clip", config.alignment_model))
+    return list(dict.fromkeys(used))
 
 
 def load_scoring_config(path: str | Path) -> ScoringConfig:

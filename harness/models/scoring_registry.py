@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
 from harness.errors import HarnessError
 
@@ -162,18 +162,43 @@ def _folder(ref_text: str) -> Path:
     return folder
 
 
-def resolve_scoring_model(spec: ScoringModelSpec) -> ResolvedScoringModel:
-    """Locate (download or build) the model's folder, hash it, and check a pinned hash."""
+def _check_pins(what: str, folder: Path, digest: str, pins: list[tuple[str, str | None]]) -> None:
+    for where, expected in pins:
+        if expected is not None and digest != expected:
+            raise HarnessError(
+                f"{what}: {folder} hashes to {digest[:16]}..., {where} pins {expected[:16]}...; "
+                "refusing to score with different weights"
+            )
+
+
+def resolve_scoring_model(
+    spec: ScoringModelSpec, pins: Mapping[str, str] | None = None
+) -> ResolvedScoringModel:
+    """Locate (download or build) the model's folder, hash it, and check every pin that applies.
+
+    `pins` (a scoring config's `pins:`) maps a registry name or a reference (`modelscope:...`,
+    `local:...`, a text tower's reference) to the sha256 its folder must have.
+    """
     from harness.hashing import sha256_tree
     from harness.paths import cache_dir
 
+    pins = pins or {}
     folder = _folder(spec.ref)
     digest = sha256_tree(folder, cache_dir() / "digests.json")
-    if spec.sha256 is not None and digest != spec.sha256:
-        raise HarnessError(
-            f"scoring model {spec.name}: {folder} hashes to {digest[:16]}..., the registry pins "
-            f"{spec.sha256[:16]}...; refusing to score with different weights"
+    _check_pins(
+        f"scoring model {spec.name}",
+        folder,
+        digest,
+        [("the registry", spec.sha256), ("the scoring config", pins.get(spec.name) or pins.get(spec.ref))],
+    )
+    tower = tower_digest = None
+    if spec.text_tower:
+        tower = _folder(spec.text_tower)
+        tower_digest = sha256_tree(tower, cache_dir() / "digests.json")
+        _check_pins(
+            f"text tower {spec.text_tower} of {spec.name}",
+            tower,
+            tower_digest,
+            [("the scoring config", pins.get(spec.text_tower))],
         )
-    tower = _folder(spec.text_tower) if spec.text_tower else None
-    tower_digest = sha256_tree(tower, cache_dir() / "digests.json") if tower is not None else None
     return ResolvedScoringModel(spec, folder, digest, tower, tower_digest)

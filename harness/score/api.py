@@ -121,7 +121,7 @@ def score_run(
     if len(run.panels) < required:
         run.notes.append(f"only {len(run.panels)} usable panels, {required} required: invalid")
 
-    models = ModelCache(config.device)
+    models = ModelCache(config.device, config.pins)
     scorers = [registry.get(name)(config, models) for name in config.scorers]
     for scorer in scorers:
         scorer.load()

@@ -61,7 +61,47 @@ def add_parsers(sub) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print scores.json instead of the table")
     add_score_options(p)
     p.set_defaults(func=cmd_score)
+
+    m = sub.add_parser(
+        "score-models",
+        help="list the scoring models; --pin hashes the ones a scoring config uses",
+        description="List the registered scoring models with their sources and pins. With --pin, "
+        "fetch (or find in the cache) each model the scoring config uses, hash its folder and "
+        "print a `pins:` block: add it to the scoring YAML you share, and everyone scoring with "
+        "it gets the same weights or an error.",
+    )
+    m.add_argument("--scoring-config", type=Path, help="scoring YAML whose models --pin hashes")
+    m.add_argument("--pin", action="store_true", help="hash the config's models and print a pins: block")
+    m.set_defaults(func=cmd_score_models)
     return p
+
+
+def cmd_score_models(args) -> int:
+    """`harness score-models`: the registry as a table, or a pins: block for a config's models."""
+    from harness.config.scoring import ScoringConfig, load_scoring_config, models_used
+    from harness.models.scoring_registry import SCORING_MODELS
+
+    if not args.pin:
+        for s in SCORING_MODELS.values():
+            pinned = "pinned sha256" if s.sha256 else "not pinned"
+            print(f"{s.name}  ({s.kind}, {pinned})")
+            print(f"    {s.ref}" + (f"\n    text tower {s.text_tower}" if s.text_tower else ""))
+            print(f"    {s.description}")
+        return 0
+
+    import yaml
+
+    from harness.models.scoring_registry import lookup, resolve_scoring_model
+
+    config = load_scoring_config(args.scoring_config) if args.scoring_config else ScoringConfig()
+    pins: dict[str, str] = {}
+    for kind, name in models_used(config):
+        resolved = resolve_scoring_model(lookup(name, kind), config.pins)
+        pins[resolved.spec.name] = resolved.sha256
+        if resolved.text_tower_sha256 is not None:
+            pins[str(resolved.spec.text_tower)] = resolved.text_tower_sha256
+    print(yaml.safe_dump({"pins": pins}, sort_keys=False, allow_unicode=True), end="")
+    return 0
 
 
 def config_from_args(args) -> "ScoringConfig":  # noqa: F821

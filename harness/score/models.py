@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from harness.errors import HarnessError
 from harness.models.scoring_registry import Kind, ResolvedScoringModel, lookup, resolve_scoring_model
@@ -201,8 +201,9 @@ def load_clip(resolved: ResolvedScoringModel, device: str) -> ClipModel:
 class ModelCache:
     """Loaded scoring models by (kind, reference): each one loads once per scoring run."""
 
-    def __init__(self, device: str = "auto"):
+    def __init__(self, device: str = "auto", pins: Mapping[str, str] | None = None):
         self.requested = device
+        self.pins = dict(pins or {})  # name or reference -> sha256 its folder must have
         self._device: str | None = None
         self._loaded: dict[tuple[str, str], Any] = {}
 
@@ -215,7 +216,7 @@ class ModelCache:
     def get(self, kind: Kind, name: str):
         key = (kind, name)
         if key not in self._loaded:
-            resolved = resolve_scoring_model(lookup(name, kind))
+            resolved = resolve_scoring_model(lookup(name, kind), self.pins)
             loader = load_aesthetic if kind == "aesthetic" else load_clip
             self._loaded[key] = loader(resolved, self.device)
         return self._loaded[key]
