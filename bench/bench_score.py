@@ -80,7 +80,8 @@ class _RandomTokens:
 
 
 def _resolved(name: str, folder: Path, note: str):
-    from harness.models.scoring_registry import SCORING_MODELS, ResolvedScoringModel
+    from harness.models.registry import SCORING_MODELS
+    from harness.models.scoring_registry import ResolvedScoringModel
 
     return ResolvedScoringModel(SCORING_MODELS[name], folder, note)
 

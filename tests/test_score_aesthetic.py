@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.models.scoring_registry import ScoringModelSpec, resolve_scoring_model
+from harness.models.registry import ModelSpec
+from harness.models.scoring_registry import resolve_scoring_model
 from harness.paths import cache_dir
 from harness.score.aesthetic import gate
 from harness.score.api import score_run
@@ -86,6 +87,6 @@ def test_scores_match_the_competition_formula(panels_dir):
 def test_a_pinned_hash_refuses_other_weights():
     from harness.errors import HarnessError
 
-    spec = ScoringModelSpec("pinned", "aesthetic", "tiny-aesthetic", "test", sha256="0" * 64)
+    spec = ModelSpec("pinned", "aesthetic", "tiny-aesthetic", "test", sha256="0" * 64)
     with pytest.raises(HarnessError, match="refusing to score with different weights"):
         resolve_scoring_model(spec)

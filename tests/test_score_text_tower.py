@@ -20,7 +20,8 @@ import torch
 
 from harness.errors import HarnessError
 from harness.models import scoring_registry
-from harness.models.scoring_registry import ScoringModelSpec, resolve_scoring_model
+from harness.models.registry import ModelSpec
+from harness.models.scoring_registry import resolve_scoring_model
 from harness.render.pngmeta import save_png
 from tests.score_fixtures import noise_image, tiny_config
 
@@ -152,8 +153,8 @@ def offline(monkeypatch):
     return attempts
 
 
-def _spec(built, text_tower: bool = True, name: str = "tiny-xlmr-clip") -> ScoringModelSpec:
-    return ScoringModelSpec(
+def _spec(built, text_tower: bool = True, name: str = "tiny-xlmr-clip") -> ModelSpec:
+    return ModelSpec(
         name=name,
         kind="open_clip",
         ref=f"local:{built['clip']}",

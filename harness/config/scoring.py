@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from harness.config.story import StrictModel
 from harness.config.yamlio import parse_model, read_yaml
-from harness.models.scoring_registry import DEFAULT_AESTHETIC, DEFAULT_ALIGNMENT, DEFAULT_CONSISTENCY
+from harness.models.registry import DEFAULT_AESTHETIC, DEFAULT_ALIGNMENT, DEFAULT_CONSISTENCY
 
 DEFAULT_SCORERS = ("aesthetic", "consistency", "alignment")
 

@@ -31,16 +31,16 @@ class ModelRef:
 
 def parse_ref(text: str) -> ModelRef:
     """Parse a reference string; raises ValueError naming what is wrong."""
-    from harness.models.registry import KNOWN_MODELS
+    from harness.models.registry import BASE_MODELS
 
     text = text.strip()
     if text == "tiny":
         return ModelRef("tiny")
-    if text in KNOWN_MODELS:
-        return parse_ref(KNOWN_MODELS[text].ref)
+    if text in BASE_MODELS:
+        return parse_ref(BASE_MODELS[text].ref)
     source, sep, rest = text.partition(":")
     if not sep:
-        known = ", ".join(sorted(KNOWN_MODELS))
+        known = ", ".join(sorted(BASE_MODELS))
         raise ValueError(
             f"unknown model reference {text!r}: use modelscope:<id>, local:<path>, tiny "
             f"or a registered name ({known})"

@@ -1,7 +1,8 @@
-"""The registry of scoring models (aesthetic predictor, CLIP towers), by name.
+"""Scoring models (aesthetic predictor, CLIP towers): from a name or reference to a checked folder.
 
-Owns: which weights a score name stands for (source, pinned revision or content hash, kind) and
-turning an entry or a reference into a local folder. It loads no weights and imports no torch.
+Owns: looking a scoring model up (registry name or ad-hoc reference; the table itself is in
+`harness.models.registry`), turning it into a local folder, and checking its content hash
+against every pin that applies. It loads no weights and imports no torch.
 
 A reference is a registry name, `modelscope:<id>[@revision]`, `local:<path>`, or one of the
 built-in tiny models (`tiny-aesthetic`, `tiny-clip`, `tiny-clip-ml`), which are built in-process
@@ -19,96 +20,16 @@ from pathlib import Path
 from typing import Literal, Mapping
 
 from harness.errors import HarnessError
+from harness.models.registry import SCORING_MODELS, ModelSpec
 
-Kind = Literal["aesthetic", "open_clip"]
+ScoringKind = Literal["aesthetic", "open_clip"]
 
 TINY_NAMES = ("tiny-aesthetic", "tiny-clip", "tiny-clip-ml")
 
 
 @dataclass(frozen=True)
-class ScoringModelSpec:
-    """One scoring model: where its files come from and what they must hash to."""
-
-    name: str
-    kind: Kind
-    ref: str  # modelscope:<id>[@rev], local:<path> or a tiny name
-    description: str
-    sha256: str | None = None  # pinned content hash of the folder (harness.hashing.sha256_tree)
-    # open_clip only: architecture name to use when the folder has no open_clip_config.json.
-    arch: str | None = None
-    # open_clip with a Hugging Face text tower (xlm-roberta): a reference to a folder holding that
-    # tower's config.json and tokenizer files, so nothing is fetched from the Hugging Face hub.
-    text_tower: str | None = None
-
-
-# The real entries pin no sha256 yet: the build machine has no hub access, so their content hashes
-# are unknown. The ModelScope ids of the multilingual models and xlm-roberta towers follow the
-# AI-ModelScope mirror naming but are unverified. The hash actually used is recorded in scores.json.
-SCORING_MODELS: dict[str, ScoringModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ScoringModelSpec(
-            name="aesthetic-v2-linear",
-            kind="aesthetic",
-            ref="modelscope:AI-ModelScope/aesthetics-predictor-v2-sac-logos-ava1-l14-linearMSE",
-            description="the competition's gate: LAION improved aesthetic predictor v2 "
-            "(sac+logos+ava1, linear MSE head) on CLIP ViT-L/14, via simple-aesthetics-predictor",
-        ),
-        ScoringModelSpec(
-            name="clip-vit-h-14",
-            kind="open_clip",
-            ref="modelscope:AI-ModelScope/CLIP-ViT-H-14-laion2B-s32B-b79K",
-            arch="ViT-H-14",
-            description="open_clip ViT-H-14 laion2b_s32b_b79k: strong image features (story consistency)",
-        ),
-        ScoringModelSpec(
-            name="xlm-roberta-base-vit-b-32",
-            kind="open_clip",
-            ref="modelscope:AI-ModelScope/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k",
-            arch="xlm-roberta-base-ViT-B-32",
-            text_tower="modelscope:AI-ModelScope/xlm-roberta-base",
-            description="multilingual open_clip xlm-roberta-base-ViT-B-32 laion5b_s13b_b90k "
-            "(understands Chinese prompts)",
-        ),
-        ScoringModelSpec(
-            name="xlm-roberta-large-vit-h-14",
-            kind="open_clip",
-            ref="modelscope:AI-ModelScope/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k",
-            arch="xlm-roberta-large-ViT-H-14",
-            text_tower="modelscope:AI-ModelScope/xlm-roberta-large",
-            description="multilingual open_clip xlm-roberta-large-ViT-H-14 frozen_laion5b_s13b_b90k "
-            "(stronger, slower)",
-        ),
-        ScoringModelSpec(
-            name="tiny-aesthetic",
-            kind="aesthetic",
-            ref="tiny-aesthetic",
-            description="seeded miniature AestheticsPredictorV2Linear (tests and demos; random scores)",
-        ),
-        ScoringModelSpec(
-            name="tiny-clip",
-            kind="open_clip",
-            ref="tiny-clip",
-            description="seeded miniature open_clip model (tests and demos; random embeddings)",
-        ),
-        ScoringModelSpec(
-            name="tiny-clip-ml",
-            kind="open_clip",
-            ref="tiny-clip-ml",
-            description="seeded miniature open_clip stand-in for the multilingual model "
-            "(open_clip's built-in tokenizer; tests and demos)",
-        ),
-    )
-}
-
-DEFAULT_AESTHETIC = "aesthetic-v2-linear"
-DEFAULT_CONSISTENCY = "clip-vit-h-14"
-DEFAULT_ALIGNMENT = "xlm-roberta-base-vit-b-32"
-
-
-@dataclass(frozen=True)
 class ResolvedScoringModel:
-    spec: ScoringModelSpec
+    spec: ModelSpec
     folder: Path
     sha256: str
     text_tower: Path | None = None
@@ -122,7 +43,7 @@ class ResolvedScoringModel:
         return out
 
 
-def lookup(text: str, kind: Kind) -> ScoringModelSpec:
+def lookup(text: str, kind: ScoringKind) -> ModelSpec:
     """A registry entry by name, or an ad-hoc entry for a `modelscope:`/`local:` reference."""
     text = text.strip()
     if text in SCORING_MODELS:
@@ -131,7 +52,7 @@ def lookup(text: str, kind: Kind) -> ScoringModelSpec:
             raise HarnessError(f"scoring model {text!r} is a {spec.kind} model, not {kind}")
         return spec
     if text.startswith(("modelscope:", "local:")):
-        return ScoringModelSpec(name=text, kind=kind, ref=text, description="given on the command line")
+        return ModelSpec(name=text, kind=kind, ref=text, description="given on the command line")
     names = [n for n, s in SCORING_MODELS.items() if s.kind == kind]
     near = difflib.get_close_matches(text, names, n=1)
     hint = f"; did you mean {near[0]!r}?" if near else ""
@@ -171,9 +92,7 @@ def _check_pins(what: str, folder: Path, digest: str, pins: list[tuple[str, str 
             )
 
 
-def resolve_scoring_model(
-    spec: ScoringModelSpec, pins: Mapping[str, str] | None = None
-) -> ResolvedScoringModel:
+def resolve_scoring_model(spec: ModelSpec, pins: Mapping[str, str] | None = None) -> ResolvedScoringModel:
     """Locate (download or build) the model's folder, hash it, and check every pin that applies.
 
     `pins` (a scoring config's `pins:`) maps a registry name or a reference (`modelscope:...`,

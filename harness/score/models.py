@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.errors import HarnessError
-from harness.models.scoring_registry import Kind, ResolvedScoringModel, lookup, resolve_scoring_model
+from harness.models.scoring_registry import ResolvedScoringModel, ScoringKind, lookup, resolve_scoring_model
 
 
 def scoring_device(requested: str) -> str:
@@ -213,7 +213,7 @@ class ModelCache:
             self._device = scoring_device(self.requested)
         return self._device
 
-    def get(self, kind: Kind, name: str):
+    def get(self, kind: ScoringKind, name: str):
         key = (kind, name)
         if key not in self._loaded:
             resolved = resolve_scoring_model(lookup(name, kind), self.pins)
