@@ -5,7 +5,8 @@
 Measures, on one machine, in one run:
 - generate: writing N synthetic bundles (8 small PNGs each, real manifests; not part of the board);
 - build: `harness leaderboard build` from an empty index (hash every file, one transaction);
-- rebuild: the same build again, nothing changed (the idempotent re-run);
+- rebuild: the same build again, nothing changed (the idempotent re-run; file hashes come from
+  the digest cache beside the index unless a file's size, mtime, ctime or inode changed);
 - query: the first page (100 rows) of the ranked table straight from SQLite, median of 20;
 - app: launching the Gradio app, then the first page through the HTTP API (gradio_client
   `/rows`) and the page HTML (GET /), each the median of 5 after one warm-up call.
@@ -45,17 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundles", type=int, default=1000)
     ap.add_argument("--work", type=Path, default=Path("/tmp/harness-leaderboard-bench"))
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--image-size", type=int, default=32, help="panel side in pixels (default 32)")
+    ap.add_argument(
+        "--noise", action="store_true", help="random-pixel panels: real panel byte sizes, for hashing cost"
+    )
     args = ap.parse_args(argv)
 
     root = args.work / "submissions"
     shutil.rmtree(args.work, ignore_errors=True)
     result: dict = {
         "bundles": args.bundles,
+        "panels": f"8 x {args.image_size}px {'random-pixel' if args.noise else 'gradient'} PNGs",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     t = time.perf_counter()
-    synthetic.board(root, args.bundles)
+    synthetic.board(root, args.bundles, size=args.image_size, noise=args.noise)
     result["generate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -66,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     again = build_index(root, progress=False)
     result["rebuild_s"] = time.perf_counter() - t
     result["rebuild"] = again.line()
+    result["bundle_bytes"] = sum(
+        f.stat().st_size for f in root.rglob("*") if f.is_file() and "/." not in str(f)
+    )
     result["index_bytes"] = default_db(root).stat().st_size
 
     def first_page():

@@ -1,7 +1,9 @@
 """Content hashes for files and model folders, with a cache so 20 GB of weights hash once.
 
 A folder's hash is the sha256 of its sorted (relative path, file sha256) list, so it does not
-depend on where the folder lives. Per-file digests are cached by (path, size, mtime).
+depend on where the folder lives. Per-file digests are cached by (path, size, mtime, ctime,
+inode): a write always moves ctime, which no user can set back, so an edited file never hits a
+stale entry even when its size and mtime were restored.
 """
 
 from __future__ import annotations
@@ -29,28 +31,45 @@ def sha256_bytes(data: bytes) -> str:
 
 
 class DigestCache:
-    """A JSON file mapping 'path|size|mtime_ns' to sha256; stale entries simply miss."""
+    """A JSON file mapping 'path|size|mtime_ns|ctime_ns|inode' to sha256; stale entries miss.
 
-    def __init__(self, file: Path | None):
+    `prune`: `save` keeps only the entries used since loading (a cache over a folder whose files
+    come and go, such as the leaderboard's, does not grow forever).
+    """
+
+    def __init__(self, file: Path | None, *, prune: bool = False):
         self.file = file
+        self.prune = prune
         self.entries: dict[str, str] = {}
+        self.used: set[str] = set()
+        self.hits = self.misses = 0
         if file is not None and file.is_file():
             try:
-                self.entries = json.loads(file.read_text())
+                loaded = json.loads(file.read_text())
+                self.entries = loaded if isinstance(loaded, dict) else {}
             except (OSError, ValueError):
                 self.entries = {}
         self.dirty = False
 
     def digest(self, path: Path) -> str:
         st = path.stat()
-        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        if key not in self.entries:
+        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+        self.used.add(key)
+        if key in self.entries:
+            self.hits += 1
+        else:
+            self.misses += 1
             self.entries[key] = sha256_file(path)
             self.dirty = True
         return self.entries[key]
 
     def save(self) -> None:
-        if self.file is None or not self.dirty:
+        if self.file is None:
+            return
+        if self.prune and len(self.used) != len(self.entries):
+            self.entries = {k: v for k, v in self.entries.items() if k in self.used}
+            self.dirty = True
+        if not self.dirty:
             return
         self.file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_suffix(".tmp")

@@ -234,3 +234,37 @@ def test_files_are_served_only_from_inside_the_root(board, tmp_path):
     os.symlink(tmp_path, root / "alpha/evil")
     with pytest.raises(HarnessError, match="symlink"):
         resolve_file(root, "alpha/evil", "secret.png")
+
+
+def test_a_rebuild_rehashes_only_changed_files_and_still_sees_disguised_tampering(board, monkeypatch):
+    """The digest cache skips unchanged files; a same-size edit with mtime restored is still caught."""
+    from harness import hashing
+    from harness.leaderboard.build import digest_cache_path
+
+    build_index(board, progress=False)
+    assert digest_cache_path(default_db(board)).is_file()
+    hashed: list[str] = []
+    real = hashing.sha256_file
+    from harness.bundle import manifest as mf
+
+    def counting(p):
+        hashed.append(Path(p).name)
+        return real(p)
+
+    monkeypatch.setattr(hashing, "sha256_file", counting)  # what the cache calls on a miss
+    monkeypatch.setattr(mf, "sha256_file", counting)  # what check_files calls without a cache
+
+    again = build_index(board, progress=False)
+    assert again.unchanged == 7 and hashed == []  # nothing re-read
+
+    img = board / "alpha/s1/images/02.png"
+    st = img.stat()
+    data = bytearray(img.read_bytes())
+    data[-20] ^= 0xFF  # same size
+    img.write_bytes(bytes(data))
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back
+    report = build_index(board, progress=False)
+    assert hashed == ["02.png"]
+    assert report.updated == 1
+    alpha = next(r for r in rows(board) if r["team"] == "alpha")
+    assert alpha["status"] == "invalid" and "images/02.png: altered" in alpha["reason"]

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import HarnessError
-from harness.hashing import sha256_bytes, sha256_file
+from harness.hashing import DigestCache, sha256_bytes, sha256_file
 
 MANIFEST = "manifest.json"
 VERDICT = "verdict.json"  # written by `harness verify`; never part of a bundle's content
@@ -183,11 +183,15 @@ def read(root: Path) -> tuple[BundleManifest, bytes]:
         raise HarnessError(f"{MANIFEST}: {loc}: {err['msg']}") from None
 
 
-def check_files(root: Path, manifest: BundleManifest) -> tuple[list[str], dict[str, str], int]:
+def check_files(
+    root: Path, manifest: BundleManifest, digests: DigestCache | None = None
+) -> tuple[list[str], dict[str, str], int]:
     """Compare the folder with its manifest.
 
     Returns (problems, actual sha256 by path for every listed file that could be hashed,
-    number of listed files that are present and intact).
+    number of listed files that are present and intact). `digests` lets a repeated scan skip
+    re-hashing files whose size, mtime, ctime and inode are unchanged (the leaderboard);
+    the judges' verify hashes every byte.
     """
     problems: list[str] = []
     actual: dict[str, str] = {}
@@ -221,7 +225,7 @@ def check_files(root: Path, manifest: BundleManifest) -> tuple[list[str], dict[s
         if size > CAPS[kind]:
             problems.append(f"{e.path}: {size} bytes is over the {kind} cap of {CAPS[kind]}")
             continue
-        digest = sha256_file(p)
+        digest = digests.digest(p) if digests is not None else sha256_file(p)
         actual[e.path] = digest
         if size != e.size:
             problems.append(f"{e.path}: altered (size {size} bytes, manifest says {e.size})")

@@ -26,7 +26,7 @@ from harness.bundle.claims import number, read_claimed, read_json
 from harness.bundle.verify import read_ledger
 from harness.bundle.writer import IMAGES_DIR, PROMPTS, STORY
 from harness.errors import HarnessError
-from harness.hashing import sha256_bytes, sha256_file
+from harness.hashing import DigestCache, sha256_bytes, sha256_file
 
 VALID, INVALID, UNSCORED = "valid", "invalid", "unscored"
 JUDGES, CLAIMED = "judges", "claimed"
@@ -145,8 +145,18 @@ def _title(bundle: Path, intact: set[str]) -> str:
     return title[:200] if isinstance(title, str) else ""
 
 
-def read_entry(root: Path, bundle: Path, *, threshold: float, ledger: dict[str, Any] | None = None) -> Entry:
-    """The leaderboard row of `bundle` (a folder under `root`); never raises for bad content."""
+def read_entry(
+    root: Path,
+    bundle: Path,
+    *,
+    threshold: float,
+    ledger: dict[str, Any] | None = None,
+    digests: DigestCache | None = None,
+) -> Entry:
+    """The leaderboard row of `bundle` (a folder under `root`); never raises for bad content.
+
+    `digests`: file hashes kept from the last build (see `harness.hashing.DigestCache`).
+    """
     root = Path(root)
     key = bundle.relative_to(root).as_posix()
     parts = key.split("/")
@@ -163,7 +173,7 @@ def read_entry(root: Path, bundle: Path, *, threshold: float, ledger: dict[str, 
         digest = sha256_bytes(b"unreadable\0" + key.encode() + b"\0" + raw)
         return Entry(key, digest, team, name, UNSCORED, reason=str(e))
 
-    problems, actual, _ = mf.check_files(bundle, manifest)
+    problems, actual, _ = mf.check_files(bundle, manifest, digests)
     digest = mf.bundle_digest(raw, actual)
     intact = {e.path for e in manifest.files if actual.get(e.path) == e.sha256}
     entry = Entry(

@@ -26,11 +26,15 @@ class Spec:
     alignment: float = 0.3
     title: str = ""
     size: int = 64
+    noise: bool = False  # random pixels: as many bytes as a real panel (benchmarks of hashing)
 
 
-def _image(path: Path, seed: int, size: int) -> None:
+def _image(path: Path, seed: int, size: int, noise: bool = False) -> None:
     from PIL import Image
 
+    if noise:
+        Image.frombytes("RGB", (size, size), random.Random(seed).randbytes(size * size * 3)).save(path)
+        return
     rng = random.Random(seed)
     a = [rng.randrange(256) for _ in range(3)]
     b = [rng.randrange(256) for _ in range(3)]
@@ -57,7 +61,7 @@ def write(root: Path, spec: Spec, seed: int = 0) -> Path:
     (folder / "story.yaml").write_text(yaml.safe_dump(story, allow_unicode=True, sort_keys=False), "utf-8")
     rows = []
     for i, prompt in enumerate(prompts, start=1):
-        _image(folder / "images" / f"{i:02d}.png", seed * 8 + i, spec.size)
+        _image(folder / "images" / f"{i:02d}.png", seed * 8 + i, spec.size, spec.noise)
         rows.append(
             {"index": i, "file": f"images/{i:02d}.png", "seed": i, "prompt": prompt, "negative_prompt": ""}
         )
@@ -103,7 +107,7 @@ def write(root: Path, spec: Spec, seed: int = 0) -> Path:
     return folder
 
 
-def board(root: Path, n: int, seed: int = 0) -> list[Path]:
+def board(root: Path, n: int, seed: int = 0, *, size: int = 32, noise: bool = False) -> list[Path]:
     """`n` synthetic bundles with spread-out scores: most valid, some under the gate, some unscored."""
     rng = random.Random(seed)
     out = []
@@ -116,7 +120,8 @@ def board(root: Path, n: int, seed: int = 0) -> list[Path]:
             consistency=round(rng.uniform(0.55, 0.95), 4),
             alignment=round(rng.uniform(0.2, 0.4), 4),
             title=f"故事 {i}",
-            size=32,
+            size=size,
+            noise=noise,
         )
         out.append(write(root, spec, seed=i))
     return out
