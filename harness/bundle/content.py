@@ -1,10 +1,11 @@
-"""Open untrusted bundle files safely and check what is inside: images and LoRA weights.
+"""Check what is inside untrusted bundle files: images and LoRA weights.
 
-Owns: the image pixel cap (decompression bombs), LoRA reading without pickle (safetensors), the
-one allowed way to open a pickled checkpoint (`torch.load(weights_only=True)`, and only a flat
-mapping of names to tensors is accepted), finite values, recognised Kolors UNet LoRA key names,
-and shapes against the base UNet when its config is at hand. Every problem is returned as one
-line; nothing here raises on bad content. torch is imported inside the functions.
+Owns: the bundle's image pixel cap and size rule, finite floating-point LoRA values, recognised
+Kolors UNet LoRA key names, and LoRA shapes against the base UNet when its config is at hand (in
+every naming: kohya and DiffSynth module names are mapped by harness.lora.formats). Opening is
+not done here: images through `harness.imaging`, LoRA files through `harness.lora.safeload`
+(no pickle executed, tensor cap). Every problem is returned as one line; nothing here raises on
+bad content. torch is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
+
 MAX_IMAGE_PIXELS = 16 * 1024 * 1024  # 4096x4096; the story caps panels at 2048x2048
-MAX_LORA_TENSORS = 20_000
 MAX_LORA_RANK = 1024
 
 # diffusers / PEFT naming on the UNet (what the harness renders with):
@@ -40,28 +42,18 @@ def check_image(
     path: Path, expect_size: tuple[int, int] | None = None
 ) -> tuple[list[str], dict[str, Any] | None]:
     """(problems, embedded harness parameters or None) for one image file."""
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
+    from harness.imaging import open_untrusted
     from harness.render.pngmeta import CHUNK
 
     problems: list[str] = []
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     params = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    return [f"{w}x{h} pixels is over the cap of {MAX_IMAGE_PIXELS}"], None
-                im.load()  # decode fully: a truncated file fails here
-                text = getattr(im, "text", {}).get(CHUNK) if im.format == "PNG" else None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return [f"refused as a decompression bomb ({e})".splitlines()[0]], None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        return [f"not a readable image ({type(e).__name__}: {e})".splitlines()[0]], None
+        with open_untrusted(path, MAX_IMAGE_PIXELS) as im:
+            w, h = im.size
+            im.load()  # decode fully: a truncated file fails here
+            text = getattr(im, "text", {}).get(CHUNK) if im.format == "PNG" else None
+    except HarnessError as e:
+        return [str(e)], None
     if expect_size is not None and (w, h) != expect_size:
         problems.append(f"{w}x{h} pixels, the story renders {expect_size[0]}x{expect_size[1]}")
     if text is not None:
@@ -72,54 +64,6 @@ def check_image(
         if params is not None and not isinstance(params, dict):
             params, _ = None, problems.append("embedded harness parameters are not a mapping")
     return problems, params
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, Any] | None, dict[str, str], str | None]:
-    from safetensors import safe_open
-
-    try:
-        tensors = {}
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            keys = list(f.keys())
-            if len(keys) > MAX_LORA_TENSORS:
-                return None, {}, f"{len(keys)} tensors is over the cap of {MAX_LORA_TENSORS}"
-            for k in keys:
-                tensors[k] = f.get_tensor(k)
-        return tensors, metadata, None
-    except Exception as e:  # malformed header, truncated data: one line
-        return None, {}, f"not a readable safetensors file ({type(e).__name__}: {e})".splitlines()[0]
-
-
-def _read_pickle_checkpoint(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """torch.load with weights_only=True (no arbitrary code), accepting only {str: Tensor}."""
-    import torch
-
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        for line in str(e).splitlines():  # torch puts the offending global on its own line
-            if "Unsupported global" in line or "GLOBAL" in line:
-                first = line.strip()
-                break
-        return None, f"refused: holds pickled Python objects that weights_only loading rejects ({first})"
-    if not isinstance(obj, dict):
-        return None, f"refused: holds a {type(obj).__name__}, not a flat mapping of names to tensors"
-    for k, v in obj.items():
-        if not isinstance(k, str):
-            return (
-                None,
-                f"refused: key {k!r} is not a string (only a flat mapping of names to tensors is accepted)",
-            )
-        if not isinstance(v, torch.Tensor):
-            return None, (
-                f"refused: {k!r} holds a {type(v).__name__}, not a tensor "
-                "(only a flat mapping of names to tensors is accepted)"
-            )
-    if len(obj) > MAX_LORA_TENSORS:
-        return None, f"{len(obj)} tensors is over the cap of {MAX_LORA_TENSORS}"
-    return dict(obj), None
 
 
 def unet_linear_shapes(unet_config: Path) -> dict[str, tuple[int, int]]:
@@ -148,25 +92,44 @@ def lora_format(keys: list[str]) -> str:
     return "unknown"
 
 
+def _shape_problem(
+    module: str, target: str | None, fmt: str, features: tuple[int, int], base: dict[str, tuple[int, int]]
+) -> str | None:
+    """Why the LoRA on `module` (diffusers path `target`) does not fit the base UNet, or None."""
+    if target is None:
+        if fmt == "diffsynth":
+            return f"{module}: not a layer of DiffSynth's Kolors UNet (no diffusers name for it)"
+        return f"{module}: no such Linear layer in the base model's UNet"
+    named = module if target == module else f"{module} ({target})"
+    if target not in base:
+        return f"{named}: no such Linear layer in the base model's UNet"
+    if features != base[target]:
+        return (
+            f"{named}: LoRA maps {features[0]} -> {features[1]} features, the base model's layer "
+            f"maps {base[target][0]} -> {base[target][1]} (made for another model?)"
+        )
+    return None
+
+
 def check_lora(
     path: Path, base_shapes: dict[str, tuple[int, int]] | None = None
 ) -> tuple[list[str], dict[str, Any]]:
-    """(problems, facts: format, rank, tensors, metadata) for one LoRA file.
+    """(problems, facts: format, rank, tensors, metadata, shapes_checked) for one LoRA file.
 
-    `base_shapes` (from `unet_linear_shapes`) enables the shape check of diffusers-named keys.
+    `base_shapes` (from `unet_linear_shapes`) enables the shape check, in every naming.
     """
     import torch
 
+    from harness.lora.formats import diffusers_modules
+    from harness.lora.safeload import load_lora_file
+
     facts: dict[str, Any] = {"file": path.name}
+    try:
+        tensors, metadata = load_lora_file(path)
+    except HarnessError as e:
+        return [str(e).removeprefix(f"{path}: ")], facts
     if path.suffix.lower() == ".safetensors":
-        tensors, metadata, err = _read_safetensors(path)
         facts["metadata"] = {k: v[:200] for k, v in list(metadata.items())[:20]}
-    else:
-        tensors, err = _read_pickle_checkpoint(path)
-    if err is not None or tensors is None:
-        return [err or "unreadable"], facts
-    if not tensors:
-        return ["holds no tensors"], facts
     keys = sorted(tensors)
     fmt = lora_format(keys)
     facts.update(format=fmt, tensors=len(keys))
@@ -192,6 +155,7 @@ def check_lora(
         if m:
             side = "down" if m["part"] in _DOWN else "up"
             pairs.setdefault(m["module"], {})[side] = tensors[k].shape
+    targets = diffusers_modules(fmt, pairs, base_shapes) if base_shapes is not None else {}
     ranks = set()
     for module, pair in sorted(pairs.items()):
         if set(pair) != {"down", "up"}:
@@ -207,17 +171,13 @@ def check_lora(
             problems.append(f"{module}: lora_A rank {rank} and lora_B rank {up[1]} differ")
         elif rank > MAX_LORA_RANK:
             problems.append(f"{module}: rank {rank} is over the cap of {MAX_LORA_RANK}")
-        elif base_shapes is not None and fmt == "diffusers":
-            if module not in base_shapes:
-                problems.append(f"{module}: no such Linear layer in the base model's UNet")
-            elif (down[1], up[0]) != base_shapes[module]:
-                problems.append(
-                    f"{module}: LoRA maps {down[1]} -> {up[0]} features, the base model's layer "
-                    f"maps {base_shapes[module][0]} -> {base_shapes[module][1]} (made for another model?)"
-                )
+        elif base_shapes is not None:
+            why = _shape_problem(module, targets[module], fmt, (down[1], up[0]), base_shapes)
+            if why:
+                problems.append(why)
         if len(problems) >= 10:
             break
     facts["rank"] = sorted(ranks)[0] if len(ranks) == 1 else sorted(ranks)
     facts["modules"] = len(pairs)
-    facts["shapes_checked"] = base_shapes is not None and fmt == "diffusers"
+    facts["shapes_checked"] = base_shapes is not None
     return problems, facts

@@ -11,8 +11,9 @@ and for DoRA `.lora_magnitude_vector`, plus a `LoraMeta` (rank, alpha, targets, 
   attn1.to_q.lora_A.default.weight`; the mapping is computed by DiffSynth's own
   SDXLUNetStateDictConverter, not a hand-written table. DiffSynth files carry no alpha.
 
-Unknown key names are never ignored: a conversion that does not recognise every key raises
-HarnessError saying how many were recognised.
+`diffusers_modules` maps module names of any naming to diffusers module paths (what a shape
+check against the base UNet needs). Unknown key names are never ignored: a conversion that does
+not recognise every key raises HarnessError saying how many were recognised.
 """
 
 from __future__ import annotations
@@ -155,9 +156,14 @@ def to_kohya(peft_sd: dict, meta: LoraMeta) -> dict:
     return out
 
 
+def kohya_table(known_modules: Iterable[str]) -> dict[str, str]:
+    """kohya module name -> diffusers module path; '_' is ambiguous, so only `known_modules` count."""
+    return {kohya_name(m): m for m in known_modules}
+
+
 def from_kohya(sd: dict, known_modules: Iterable[str], what: str = "LoRA") -> tuple[dict, float | None]:
     """Canonical form and alpha of a kohya-naming file, matched against `known_modules`."""
-    table = {kohya_name(m): m for m in known_modules}
+    table = kohya_table(known_modules)
     out, alphas, unknown = {}, set(), []
     for key, value in sd.items():
         base, _, rest = key.partition(".")
@@ -245,6 +251,28 @@ def from_diffsynth(sd: dict, module_map: dict[str, str] | None = None, what: str
             unknown.append(key)
     _fail_unknown(unknown, len(sd), what)
     return out
+
+
+# --- module names in any naming -------------------------------------------------------------
+
+
+def diffusers_modules(
+    fmt: str, modules: Iterable[str], known_modules: Iterable[str]
+) -> dict[str, str | None]:
+    """{module as named in a `fmt` file: its diffusers module path, or None when it names none}.
+
+    kohya names are matched against `known_modules` (the base UNet's Linear layers); DiffSynth
+    names go back through DiffSynth's own converter for the one Kolors UNet it hard-codes.
+    """
+    if fmt == "diffusers":
+        return {m: m.removeprefix("unet.") for m in modules}
+    if fmt == "kohya":
+        table = kohya_table(known_modules)
+    elif fmt == "diffsynth":
+        table = {v: k for k, v in kolors_diffsynth_map().items()}
+    else:
+        raise ValueError(f"unknown LoRA naming {fmt!r}")
+    return {m: table.get(m) for m in modules}
 
 
 # --- detection ------------------------------------------------------------------------------

@@ -43,19 +43,19 @@ def save_png(image, path: Path, params: dict[str, Any]) -> None:
 
 def read_params(path: str | Path) -> dict[str, Any]:
     """The embedded parameters of a harness PNG; HarnessError if absent or unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    from harness.imaging import open_untrusted
 
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"{path}: no such file")
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as im:
-            if im.format != "PNG":
-                raise HarnessError(f"{path}: not a PNG ({im.format}); parameters live in PNG chunks")
-            text = im.text.get(CHUNK) if hasattr(im, "text") else None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        with open_untrusted(path, MAX_PIXELS) as im:
+            fmt = im.format
+            text = im.text.get(CHUNK) if fmt == "PNG" else None
+    except HarnessError as e:
         raise HarnessError(f"{path}: not a readable image ({e})") from None
+    if fmt != "PNG":
+        raise HarnessError(f"{path}: not a PNG ({fmt}); parameters live in PNG chunks")
     if text is None:
         raise HarnessError(f"{path}: no harness parameters embedded (not rendered by harness?)")
     try:

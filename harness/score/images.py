@@ -1,15 +1,14 @@
 """Find and load the panels to score, refusing what could hurt and converting what is odd.
 
 Owns: which files in a folder are panels (every regular file is tried, as the competition's
-evaluate() does, but non-images are reported and skipped instead of crashing), the pixel limit
-(decompression bombs), truncated files, conversion to RGB exactly as the competition's
-CLIPProcessor does (PIL `convert("RGB")`), and reading embedded harness parameters.
-Must not load models.
+evaluate() does, but non-images are reported and skipped instead of crashing), applying
+the given pixel limit, conversion to RGB exactly as the competition's CLIPProcessor does (PIL
+`convert("RGB")`), and reading embedded harness parameters. Opening (decompression bombs,
+truncated files) goes through `harness.imaging`. Must not load models.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,38 +63,24 @@ def image_folder(path: Path) -> Path:
 
 def open_rgb(path: Path, max_pixels: int):
     """(RGB image, original mode, notes) or HarnessError saying why the file is not usable."""
-    from PIL import Image, UnidentifiedImageError
+    from harness.imaging import open_untrusted
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise HarnessError(f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}")
-                if getattr(im, "n_frames", 1) > 1:
-                    im.seek(0)
-                im.load()
-                mode = im.mode
-                notes = []
-                if mode in _CLIPPED_MODES:
-                    notes.append(
-                        f"{mode} image converted as the competition's processor does "
-                        "(PIL clips values above 255); save 8-bit RGB to be scored fairly"
-                    )
-                elif mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
-                    notes.append("alpha channel dropped, as the competition's processor does")
-                elif mode != "RGB":
-                    notes.append(f"{mode} image converted to RGB")
-                rgb = im.convert("RGB")
-    except HarnessError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise HarnessError(f"refused as a decompression bomb ({e})") from None
-    except UnidentifiedImageError:
-        raise HarnessError("not an image") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
-        raise HarnessError(f"unreadable or truncated image ({str(e) or type(e).__name__})") from None
+    with open_untrusted(path, max_pixels) as im:
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)
+        im.load()
+        mode = im.mode
+        notes = []
+        if mode in _CLIPPED_MODES:
+            notes.append(
+                f"{mode} image converted as the competition's processor does "
+                "(PIL clips values above 255); save 8-bit RGB to be scored fairly"
+            )
+        elif mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+            notes.append("alpha channel dropped, as the competition's processor does")
+        elif mode != "RGB":
+            notes.append(f"{mode} image converted to RGB")
+        rgb = im.convert("RGB")
     return rgb, mode, notes
 
 
