@@ -77,6 +77,16 @@ def test_missing_field(capsys, tmp_path, write_story):
     expect_refused(capsys, tmp_path, path, "team", "required field is missing")
 
 
+def test_a_training_config_given_as_a_story_and_the_reverse_are_named(capsys, tmp_path, write_story):
+    from tests.conftest import ROOT
+
+    training = ROOT / "stories" / "lora-demo.yaml"
+    expect_refused(capsys, tmp_path, training, "is a LoRA training config, not a story", "harness train")
+    code, _, err = run_cli(capsys, "train", write_story(small_story()), "--out", tmp_path / "t")
+    assert code == 2 and "is a story, not a LoRA training config" in err and "harness run" in err
+    assert not (tmp_path / "t").exists()
+
+
 def test_wrong_number_of_panels(capsys, tmp_path, write_story):
     path = write_story(small_story(panels=panels(7)))
     expect_refused(capsys, tmp_path, path, "panels", "expected 8 panels", "got 7")

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from harness.config.yamlio import Document, field_error, parse_model, read_yaml
+from harness.config.yamlio import Document, expect_kind, field_error, parse_model, read_yaml
 from harness.models.refs import parse_ref
 from harness.models.registry import DEFAULT_BASE_MODEL
 from harness.models.schedulers import SCHEDULERS
@@ -145,6 +145,7 @@ def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
     tokenizer and refused above Kolors' 256-token limit (the pipeline would silently truncate).
     """
     doc = read_yaml(path)
+    expect_kind(doc, "story")
     story = parse_model(doc, Story)
     loaded = LoadedStory(story, doc)
     lora = loaded.lora_path

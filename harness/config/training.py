@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from harness.config.story import MAX_SEED, StrictModel
-from harness.config.yamlio import Document, field_error, parse_model, read_yaml
+from harness.config.yamlio import Document, expect_kind, field_error, parse_model, read_yaml
 from harness.models.refs import parse_ref
 from harness.models.registry import DEFAULT_BASE_MODEL
 
@@ -174,6 +174,7 @@ class LoadedTrainingConfig:
 def load_training_config(path: str | Path) -> LoadedTrainingConfig:
     """Read and validate a training config; any problem raises one HarnessError line."""
     doc = read_yaml(path)
+    expect_kind(doc, "training")
     cfg = parse_model(doc, TrainingConfig)
     loaded = LoadedTrainingConfig(cfg, doc)
     if cfg.data.source == "folder":

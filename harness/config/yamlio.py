@@ -90,6 +90,28 @@ def read_yaml(path: str | Path) -> Document:
     return Document(path, data, root)
 
 
+# Top-level keys only one kind of file has: a file of the other kind is named as such.
+_STORY_KEYS = {"panels", "team", "sampling"}
+_TRAINING_KEYS = {"data", "max_steps", "optimizer", "resolution"}
+
+
+def expect_kind(doc: Document, kind: str) -> None:
+    """Refuse a training config given as a story, or a story given as a training config."""
+    if not isinstance(doc.data, dict):
+        return
+    keys = set(doc.data)
+    if kind == "story" and not keys & _STORY_KEYS and keys & _TRAINING_KEYS:
+        raise HarnessError(
+            f"{doc.path}: this is a LoRA training config, not a story; train it with "
+            f"`harness train {doc.path}`, or name it in a story's lora.train"
+        )
+    if kind == "training" and not keys & _TRAINING_KEYS and keys & _STORY_KEYS:
+        raise HarnessError(
+            f"{doc.path}: this is a story, not a LoRA training config; render it with "
+            f"`harness run {doc.path}` (which trains the LoRA first when lora.train names a training config)"
+        )
+
+
 def format_loc(loc: tuple[str | int, ...]) -> str:
     """('panels', 3, 'seed') -> 'panels[3].seed'."""
     out = ""
