@@ -175,10 +175,11 @@ def run_story(settings: Settings, state: dict) -> dict:
 
     a0 = np.asarray(images_a[0].convert("RGB"), dtype=np.int16)
     b0 = np.asarray(images_b[0].convert("RGB"), dtype=np.int16)
-    all_diff = max(
-        int(np.abs(np.asarray(a.convert("RGB"), np.int16) - np.asarray(b.convert("RGB"), np.int16)).max())
-        for a, b in zip(images_a, images_b, strict=True)
-    )
+    all_diff = max_diff(images_a, images_b)
+    variants = {
+        name: run_variant(name, pipe, jobs, settings, seconds_a, seconds_b, images_a, images_b)
+        for name in settings.variants
+    }
     state["images"] = images_b
     n = len(jobs)
     return {
@@ -216,6 +217,75 @@ def run_story(settings: Settings, state: dict) -> dict:
         "panel1_max_abs_diff_float": float(np.abs(float_a[0] - float_b[0]).max()),
         "all_panels_max_abs_diff_uint8": all_diff,
         "panel1_finite": bool(np.isfinite(float_a[0]).all()),
+        "variants": variants,
+    }
+
+
+def max_diff(images_x: list, images_y: list) -> int:
+    """Largest uint8 difference over all panels of two renders of the same story."""
+    import numpy as np
+
+    return max(
+        int(np.abs(np.asarray(x.convert("RGB"), np.int16) - np.asarray(y.convert("RGB"), np.int16)).max())
+        for x, y in zip(images_x, images_y, strict=True)
+    )
+
+
+# Candidate fast paths, each measured as one more harness render of the same story, so a change is
+# adopted only when it wins here without changing the panels (see docs/performance.md).
+VARIANTS = ("resident", "batch2", "batch4", "channels_last")
+
+
+def run_variant(name, pipe, jobs, settings: Settings, seconds_a, seconds_b, images_a, images_b) -> dict:
+    """One variant of the harness path (b): untimed set-up and a 2-step warm-up, then the story."""
+    import torch
+
+    from harness.models.loader import stage
+    from harness.render.engine import render
+
+    dev = settings.device
+    batch = {"batch2": 2, "batch4": 4}.get(name, settings.batch_size)
+    staged = name != "resident"
+    memory_format = torch.channels_last if name == "channels_last" else torch.contiguous_format
+    what = {
+        "resident": "every component stays on the GPU (no staging): speed against the 16 GiB peak",
+        "batch2": "2 panels per pipeline call (CFG pairs of 2 panels in one UNet batch of 4)",
+        "batch4": "4 panels per pipeline call (UNet batch of 8)",
+        "channels_last": "UNet and VAE weights in channels_last memory format",
+    }[name]
+    log(f"story variant {name}: {what}")
+    try:
+        pipe.unet.to(memory_format=memory_format)
+        pipe.vae.to(memory_format=memory_format)
+        if staged:
+            stage(pipe, "encode", dev)
+        else:
+            pipe.to(dev)
+        warm = sampling_of(settings).model_copy(update={"steps": 2})
+        render(pipe, jobs[:batch], warm, device=dev, batch_size=batch, progress=False, staged=staged)
+        if staged:
+            stage(pipe, "encode", dev)
+        free_memory(dev)
+        reset_peak(dev)
+        t0 = now(dev)
+        done = render(
+            pipe, jobs, sampling_of(settings), device=dev, batch_size=batch, progress=False, staged=staged
+        )
+        seconds = now(dev) - t0
+        peak = peak_gib(dev)
+    finally:
+        pipe.unet.to(memory_format=torch.contiguous_format)
+        pipe.vae.to(memory_format=torch.contiguous_format)
+    images = [image for _, image in sorted(done, key=lambda d: d[0].index)]
+    return {
+        "what": what,
+        "batch_size": batch,
+        "seconds": round(seconds, 4),
+        "peak_vram_gib": peak,
+        "speedup_vs_baseline": round(seconds_a / seconds, 4),
+        "speedup_vs_harness": round(seconds_b / seconds, 4),
+        "max_abs_diff_uint8_vs_baseline": max_diff(images_a, images),
+        "max_abs_diff_uint8_vs_harness": max_diff(images_b, images),
     }
 
 

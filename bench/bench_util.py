@@ -37,6 +37,7 @@ class Settings:
     lora_alpha: float = 4.0
     grad_checkpointing: bool = True
     scorers: str = "auto"  # "auto": full size unless --tiny; "tiny"; "full"
+    variants: list[str] = field(default_factory=list)  # extra harness renders (bench_story.VARIANTS)
     notes: list[str] = field(default_factory=list)
 
     @property

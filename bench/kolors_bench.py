@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compile", action="store_true", help="torch.compile the UNet (compile time reported apart)"
     )
     p.add_argument(
+        "--variants",
+        default="resident,batch2,channels_last",
+        help="extra harness renders of the story, each timed and compared with (a) and (b): comma list "
+        "of resident,batch2,batch4,channels_last, or none (default resident,batch2,channels_last)",
+    )
+    p.add_argument(
         "--determinism",
         choices=("harness", "stock"),
         default="harness",
@@ -120,6 +126,13 @@ def make_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
     size = args.size or (64 if args.tiny else 1024)
     if size % 8 or not 64 <= size <= 2048:
         raise SystemExit(f"kolors_bench: --size {size}: must be a multiple of 8 between 64 and 2048")
+    from bench.bench_story import VARIANTS
+
+    variants = (
+        [] if args.variants.strip() == "none" else [v.strip() for v in args.variants.split(",") if v.strip()]
+    )
+    if [v for v in variants if v not in VARIANTS]:
+        raise SystemExit(f"kolors_bench: --variants: choose from {','.join(VARIANTS)} or none")
     if args.panels < 1 or args.batch_size < 1:
         raise SystemExit("kolors_bench: --panels and --batch-size must be at least 1")
     settings = Settings(
@@ -140,6 +153,7 @@ def make_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         lora_alpha=args.lora_alpha,
         grad_checkpointing=not args.no_grad_checkpointing,
         scorers=args.scorers,
+        variants=variants,
     )
     return settings, [s for s in SECTIONS if s in sections]  # fixed order: floor reuses story's pipeline
 
@@ -168,6 +182,13 @@ def summarize(result: dict) -> dict:
         "train_speedup_cached_over_baseline": _get(s, "train", "speedup_cached_over_baseline"),
         "panel1_max_abs_diff_uint8": _get(s, "story", "panel1_max_abs_diff_uint8"),
         "panel1_max_abs_diff_float": _get(s, "story", "panel1_max_abs_diff_float"),
+        "variants": {
+            name: {
+                k: v[k]
+                for k in ("seconds", "speedup_vs_baseline", "peak_vram_gib", "max_abs_diff_uint8_vs_harness")
+            }
+            for name, v in (_get(s, "story", "variants") or {}).items()
+        },
     }
     st = result["settings"]
     full = not st["tiny"] and st["device"] == "cuda" and st["size"] == 1024
@@ -234,6 +255,15 @@ def table(result: dict) -> str:
                 f"{st['panel1_max_abs_diff_uint8']} / {st['panel1_max_abs_diff_float']:.3g}",
             ),
         ]
+        for name, v in st.get("variants", {}).items():
+            rows.append(
+                (
+                    "story",
+                    f"variant {name}: s/story, speedup, peak GiB, max diff vs (b)",
+                    f"{_fmt(v['seconds'])}, {_fmt(v['speedup_vs_baseline'])}x, "
+                    f"{_fmt(v['peak_vram_gib'])}, {v['max_abs_diff_uint8_vs_harness']}",
+                )
+            )
     if status("floor") == "ok":
         fl = s["floor"]
         rows += [
@@ -315,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             "lora_alpha": settings.lora_alpha,
             "gradient_checkpointing": settings.grad_checkpointing,
             "scorers": settings.scorers,
+            "variants": settings.variants,
             "sections": sections,
         },
         "model": None,

@@ -105,6 +105,20 @@ def test_harness_panel_equals_plain_pipeline_panel(smoke):
     assert story["panel1_finite"]
 
 
+def test_fast_path_variants_are_timed_and_compared(smoke):
+    _, result, stdout = smoke
+    variants = result["sections"]["story"]["variants"]
+    assert list(variants) == ["resident", "batch2", "channels_last"]  # the default set
+    for v in variants.values():
+        assert v["seconds"] > 0 and v["speedup_vs_baseline"] > 0
+        assert v["max_abs_diff_uint8_vs_baseline"] >= 0
+    # Staging moves weights, never changes arithmetic: all-resident gives the same pixels.
+    assert variants["resident"]["max_abs_diff_uint8_vs_harness"] == 0
+    assert variants["batch2"]["batch_size"] == 2
+    assert set(result["summary"]["variants"]) == set(variants)
+    assert "variant batch2" in stdout
+
+
 def test_result_records_machine_versions_and_command(smoke):
     _, result, _ = smoke
     libs = result["machine"]["libraries"]

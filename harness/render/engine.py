@@ -58,8 +58,14 @@ def render(
     batch_size: int = 1,
     progress: bool = True,
     on_batch=None,
+    staged: bool = True,
 ) -> list[tuple[PanelJob, "Image.Image"]]:
-    """Render `jobs`; calls `on_batch(list of (job, image))` after each batch if given."""
+    """Render `jobs`; calls `on_batch(list of (job, image))` after each batch if given.
+
+    `staged` (the default) moves components per phase (`harness.models.loader.stage`); False
+    leaves the pipeline where it is (every component already on `device`: the benchmark's
+    all-resident variant).
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -68,9 +74,11 @@ def render(
 
     original_scheduler = pipe.scheduler
     base_scheduler_config = original_scheduler.config
-    stage(pipe, "encode", device)
+    if staged:
+        stage(pipe, "encode", device)
     encoded = encode_texts(pipe, [t for j in jobs for t in (j.prompt, j.negative_prompt)], device)
-    stage(pipe, "denoise", device)  # ChatGLM leaves the GPU before the UNet arrives
+    if staged:
+        stage(pipe, "denoise", device)  # ChatGLM leaves the GPU before the UNet arrives
 
     bar = tqdm(
         total=len(jobs) * sampling.steps, desc="denoising", unit="step", disable=not progress, leave=True
