@@ -3,8 +3,8 @@
 #
 # That machine's image has Python 3.12 with torch, numpy, safetensors, sentencepiece, timm,
 # pyyaml, tqdm, pillow, regex, requests and jinja2, but not diffusers, open_clip or pydantic, and
-# a transformers 5 / huggingface-hub 1.x that diffusers 0.38's Kolors code does not support
-# (see /work/.library/device/KINDS.md). This script downloads, for CPython 3.12 on x86-64 Linux,
+# its transformers 5 / huggingface-hub 1.x are outside the harness's pins (transformers<5,
+# huggingface-hub<1.0; see /work/.library/device/KINDS.md). This script downloads, for CPython 3.12 on x86-64 Linux,
 # the harness's pinned versions of what is missing or too new into .whl/ (git-ignored).
 #
 #   bash bench/device_wheels.sh            # once, in the repository root, where pip works
