@@ -70,3 +70,26 @@ def test_run_trains_a_declared_lora_once_then_renders_with_it(capsys, tmp_path, 
     for i in range(1, 9):
         name = f"images/{i:02d}.png"
         assert (run2 / name).read_bytes() == (run1 / name).read_bytes()
+
+
+def test_run_loads_the_pipeline_once_and_the_rerender_reuses_it(
+    capsys, tmp_path, write_story, monkeypatch, tiny_model_dir
+):
+    """The reproducibility re-render gets the render's pipeline (same model, LoRA and scale),
+    still comes out exact, and the pipeline is released after scoring."""
+    from harness.models import loader
+    from tests.bundle_fixtures import make_lora
+
+    make_lora(tmp_path / "loras", tiny_model_dir)
+    story = write_story(small_story(lora={"path": "loras/pytorch_lora_weights.safetensors", "scale": 0.8}))
+    loads = []
+    real = loader.load_pipeline
+    monkeypatch.setattr(loader, "load_pipeline", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    out = tmp_path / "run"
+    code = main(["run", str(story), "--out", str(out), "--quiet", "--threshold", "-1", "--no-bundle"])
+    assert code == 0, capsys.readouterr()
+    capsys.readouterr()
+    scores = json.loads((out / "scores.json").read_text(encoding="utf-8"))
+    assert scores["reproducibility"]["verdict"] == "exact"
+    assert len(loads) == 1
+    assert loader._kept == {}  # released once scoring is done

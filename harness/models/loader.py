@@ -1,7 +1,8 @@
 """Load a KolorsPipeline from a resolved folder onto a placement, and apply a LoRA.
 
-Owns: from_pretrained arguments (fp16 variant detection, offline), device moves (`stage`), and
-LoRA application with its strength. The same code loads the real Kolors and the tiny one.
+Owns: from_pretrained arguments (fp16 variant detection, offline), device moves (`stage`),
+LoRA application with its strength, and keeping the last pipeline for an identical next request
+(`pipeline_for`). The same code loads the real Kolors and the tiny one.
 
 Staging: a render has two phases, encoding the prompts (ChatGLM3-6B, 12.5 GB in bf16) and
 denoising + decoding (UNet 5.2 GB, VAE 0.17 GB). On CUDA only the components of the current
@@ -80,6 +81,50 @@ def load_pipeline(folder: Path, placement: Placement, *, progress: bool = True):
     pipe.set_progress_bar_config(disable=True)  # the render loop shows one bar for the story
     stage(pipe, "encode", placement.device)
     return pipe
+
+
+# The last pipeline `pipeline_for` built, by what it holds: `harness run` renders, then re-renders
+# for the reproducibility check with the same model and LoRA, and should not read 17.8 GB of
+# weights twice. At most one is kept; a different request releases it before loading.
+_kept: dict[tuple, object] = {}
+
+
+def pipeline_for(
+    folder: Path,
+    model_sha256: str,
+    placement: Placement,
+    lora: Path | None = None,
+    lora_sha256: str | None = None,
+    lora_scale: float = 1.0,
+    *,
+    progress: bool = True,
+):
+    """A loaded pipeline (LoRA applied) for this model, placement and LoRA; reused when unchanged.
+
+    The key is content, not paths: the model folder's sha256 and the LoRA file's.
+    """
+    key = (model_sha256, placement, lora_sha256 if lora is not None else None, lora_scale if lora else None)
+    if key not in _kept:
+        release_pipeline()
+        pipe = load_pipeline(folder, placement, progress=progress)
+        if lora is not None:
+            apply_lora(pipe, lora, lora_scale)
+        _kept[key] = pipe
+    return _kept[key]
+
+
+def release_pipeline() -> None:
+    """Drop the kept pipeline and give its memory back."""
+    import gc
+
+    if not _kept:
+        return
+    _kept.clear()
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def apply_lora(pipe, path: Path, scale: float) -> None:

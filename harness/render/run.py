@@ -152,13 +152,19 @@ def render_story(
     manifest["status"] = "rendering"
     outdir.write_manifest(out, manifest)
 
-    from harness.models.loader import apply_lora, load_pipeline
+    from harness.models.loader import pipeline_for
     from harness.render.engine import PanelJob, render
 
     dev.make_deterministic(placement)
-    pipe = load_pipeline(model.folder, placement, progress=progress)
-    if lora_path is not None and story.lora is not None:
-        apply_lora(pipe, lora_path, story.lora.scale)
+    pipe = pipeline_for(
+        model.folder,
+        model.sha256,
+        placement,
+        lora_path if lora else None,
+        lora["sha256"] if lora else None,
+        lora["scale"] if lora else 1.0,
+        progress=progress,
+    )
     t_load = time.perf_counter() - t0
 
     jobs = [

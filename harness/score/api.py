@@ -145,6 +145,10 @@ def score_run(
                 )
             except HarnessError as e:
                 run.repro_error = str(e)
+            finally:
+                from harness.models.loader import release_pipeline
+
+                release_pipeline()  # the Kolors pipeline, whether it was the render's or its own
         else:
             run.notes.append("no panel has embedded parameters: no reproducibility check possible")
     return run

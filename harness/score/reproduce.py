@@ -167,7 +167,7 @@ def _render_group(group: list["Panel"], lora_candidates: list[Path], notes: list
     """Re-render the panels of one parameter group; returns {panel position: PIL image}."""
     from harness import device as dev
     from harness.config.story import Sampling
-    from harness.models.loader import apply_lora, load_pipeline
+    from harness.models.loader import pipeline_for
     from harness.models.refs import parse_ref
     from harness.models.resolve import resolve
     from harness.render.engine import PanelJob, render
@@ -217,9 +217,15 @@ def _render_group(group: list["Panel"], lora_candidates: list[Path], notes: list
             raise HarnessError(f"{panel.path}: embedded parameters lack a usable {e}") from None
 
     dev.make_deterministic(placement)
-    pipe = load_pipeline(model.folder, placement, progress=False)
-    if lora_path is not None:
-        apply_lora(pipe, lora_path, float(lora_rec["scale"]))
+    pipe = pipeline_for(  # the render's own pipeline when `harness run` rendered in this process
+        model.folder,
+        model.sha256,
+        placement,
+        lora_path,
+        str(lora_rec["sha256"]) if lora_path is not None else None,
+        float(lora_rec["scale"]) if lora_path is not None else 1.0,
+        progress=False,
+    )
     done = render(
         pipe,
         jobs,
