@@ -42,7 +42,6 @@ class DigestCache:
         self.prune = prune
         self.entries: dict[str, str] = {}
         self.used: set[str] = set()
-        self.hits = self.misses = 0
         if file is not None and file.is_file():
             try:
                 loaded = json.loads(file.read_text())
@@ -55,10 +54,7 @@ class DigestCache:
         st = path.stat()
         key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
         self.used.add(key)
-        if key in self.entries:
-            self.hits += 1
-        else:
-            self.misses += 1
+        if key not in self.entries:
             self.entries[key] = sha256_file(path)
             self.dirty = True
         return self.entries[key]
