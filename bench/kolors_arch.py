@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 
 from harness.models.schedulers import KOLORS_SCHEDULER_CONFIG
+from harness.models.tiny import init_chatglm_weights
 
 # UNet2DConditionModel config of Kwai-Kolors/Kolors-diffusers (SDXL layout, 4096-wide text).
 UNET_CONFIG = dict(
@@ -104,22 +105,6 @@ def _seed(device, offset: int) -> None:
         torch.manual_seed(INIT_SEED + offset)
 
 
-def _init_text_encoder(model) -> None:
-    """ChatGLM leaves RMSNorm weights as torch.empty: set norms to 1, biases 0, matrices N(0, 0.02)."""
-    import torch
-
-    if next(model.parameters()).device.type == "meta":
-        return
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.ndim == 1 and "norm" in name:
-                param.fill_(1.0)
-            elif param.ndim == 1:
-                param.zero_()
-            else:
-                param.normal_(0.0, 0.02)
-
-
 def build_unet(device, dtype):
     from diffusers import UNet2DConditionModel
 
@@ -145,7 +130,7 @@ def build_text_encoder(device, dtype):
     config = ChatGLMConfig(**CHATGLM_CONFIG, torch_dtype=name)
     with born_on(device, dtype):
         model = ChatGLMModel(config, empty_init=False)
-    _init_text_encoder(model)
+    init_chatglm_weights(model)  # in place on the device, from the seeded global RNG
     return model.eval()
 
 

@@ -15,26 +15,9 @@ from tests.conftest import small_story
 @pytest.fixture(scope="module")
 def lora_file(tmp_path_factory, tiny_model_dir):
     """A diffusers-naming LoRA with non-zero weights (a fresh peft LoRA has B=0 and does nothing)."""
-    import torch
-    from diffusers import KolorsPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
+    from tests.bundle_fixtures import make_lora
 
-    from harness.device import Placement
-    from harness.models.loader import load_pipeline
-
-    pipe = load_pipeline(tiny_model_dir, Placement("cpu", "float32"), progress=False)
-    torch.manual_seed(0)
-    pipe.unet.add_adapter(
-        LoraConfig(
-            r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
-        )
-    )
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-    folder = tmp_path_factory.mktemp("lora")
-    KolorsPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
-    return folder / "pytorch_lora_weights.safetensors"
+    return make_lora(tmp_path_factory.mktemp("lora"), tiny_model_dir)
 
 
 def pixels(path) -> np.ndarray:

@@ -41,19 +41,28 @@ def kolors_tokenizer_dir() -> Path:
     return folder
 
 
-def _init_text_encoder(model) -> None:
-    """ChatGLMModel leaves weights uninitialised (skip_init, torch.empty norms): set them all."""
+def init_chatglm_weights(model, generator=None) -> None:
+    """ChatGLMModel leaves weights uninitialised (skip_init, torch.empty norms): set them all.
+
+    Norm weights 1, other vectors 0, matrices N(0, 0.02), in name order: drawn on the CPU from
+    `generator` (the tiny model: the same values on every machine) or, without one, in place on
+    the model's device from torch's global RNG (the benchmark's full-size model). A model on the
+    meta device has no values to set.
+    """
     import torch
 
-    gen = torch.Generator().manual_seed(TINY_SEED + 1)
+    if next(model.parameters()).device.type == "meta":
+        return
     with torch.no_grad():
         for name, param in sorted(model.named_parameters()):
-            if param.ndim == 1 and ("norm" in name or "layernorm" in name):
+            if param.ndim == 1 and "norm" in name:
                 param.fill_(1.0)
             elif param.ndim == 1:
                 param.zero_()
+            elif generator is not None:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
             else:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
+                param.normal_(0.0, 0.02)
 
 
 def build_tiny_pipeline():
@@ -112,7 +121,7 @@ def build_tiny_pipeline():
         torch_dtype="float32",
     )
     text_encoder = ChatGLMModel(config, empty_init=False)
-    _init_text_encoder(text_encoder)
+    init_chatglm_weights(text_encoder, torch.Generator().manual_seed(TINY_SEED + 1))
     tokenizer = ChatGLMTokenizer.from_pretrained(str(kolors_tokenizer_dir()))
     scheduler = EulerDiscreteScheduler(**KOLORS_SCHEDULER_CONFIG)  # Kolors' real one
     return KolorsPipeline(

@@ -159,24 +159,3 @@ def cmd_score(args) -> int:
         print(format_table(run))
         print(f"scores: {path}")
     return run.exit_code
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (`python -m harness.score.cli DIR ...`) until harness.cli wires it in."""
-    import sys
-
-    parser = argparse.ArgumentParser(prog="harness")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parsers(sub)
-    args = parser.parse_args(["score", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except HarnessError as e:
-        print(f"harness: error: {e}", file=sys.stderr)
-        return e.exit_code
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())
