@@ -12,8 +12,8 @@ from tests.conftest import small_story
 _CACHE: dict[str, Path] = {}
 
 
-def make_lora(folder: Path, tiny_model_dir: Path) -> Path:
-    """A diffusers-naming LoRA for the tiny UNet with non-zero weights."""
+def make_lora(folder: Path, tiny_model_dir: Path, seed: int = 0) -> Path:
+    """A diffusers-naming LoRA for the tiny UNet with non-zero weights (drawn from `seed`)."""
     import torch
     from diffusers import KolorsPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
@@ -24,7 +24,7 @@ def make_lora(folder: Path, tiny_model_dir: Path) -> Path:
     from harness.models.loader import load_pipeline
 
     pipe = load_pipeline(tiny_model_dir, Placement("cpu", "float32"), progress=False)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     pipe.unet.add_adapter(
         LoraConfig(
             r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False

@@ -27,6 +27,15 @@ def harness_cache(tmp_path_factory) -> Path:
         os.environ["HARNESS_CACHE"] = old
 
 
+@pytest.fixture(autouse=True)
+def fresh_pipeline():
+    """No test sees a Kolors pipeline another test left behind (`pipeline_for` keeps one)."""
+    yield
+    from harness.models.loader import release_pipeline
+
+    release_pipeline()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(harness_cache) -> Path:
     from harness.models.tiny import ensure_tiny

@@ -245,3 +245,40 @@ def test_claimed_scores_are_checked_against_the_judges_rescore(tmp_path, demo_ru
     other = verify_bundle(bundle, scoring=config)
     assert other.passed, other.problems
     assert any(n.startswith("aesthetic: the team scored with other weights") for n in other.notes)
+
+
+def test_verify_all_rerenders_many_loras_on_one_kolors_load(
+    tmp_path, demo_bundle, tiny_model_dir, monkeypatch
+):
+    """Judges re-render bundle after bundle: Kolors loads once, each bundle's own LoRA is swapped
+    in, and every re-render is still bit-identical to the team's freshly loaded render."""
+    import yaml
+
+    from harness.bundle.verify import verify_all
+    from harness.bundle.writer import write_bundle
+    from harness.config.story import load_story
+    from harness.models import loader
+    from harness.render.run import render_story
+    from tests.bundle_fixtures import make_lora
+    from tests.conftest import small_story
+
+    root = tmp_path / "subs"
+    copy_bundle(demo_bundle, root)  # LoRA drawn from seed 0, scale 0.8
+    make_lora(tmp_path / "rival" / "loras", tiny_model_dir, seed=1)
+    story = tmp_path / "rival" / "story.yaml"
+    data = small_story(team="rivals", lora={"path": "loras/pytorch_lora_weights.safetensors", "scale": 1.0})
+    story.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    loader.release_pipeline()
+    render_story(load_story(story), tmp_path / "rival" / "run", progress=False)
+    write_bundle(tmp_path / "rival" / "run", out_root=root, namespace="rivals")
+    loader.release_pipeline()  # the teams rendered on their own machines
+
+    loads = []
+    real = loader.load_pipeline
+    monkeypatch.setattr(loader, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
+    scoring = tiny_config(scorers=["aesthetic"], reproduce=True).model_copy(update={"threshold": -1.0})
+    rows = verify_all(root, scoring=scoring)
+    assert [r.verdict["team"] for r in rows] == ["demo", "rivals"]
+    assert [r.verdict["reproducibility"] for r in rows] == ["exact", "exact"], [r.verdict for r in rows]
+    assert all(r.verdict["verdict"] == "pass" for r in rows)
+    assert len(loads) == 1

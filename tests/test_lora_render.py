@@ -86,3 +86,43 @@ def test_a_file_that_is_not_a_lora_is_refused_in_one_line(capsys, tmp_path, writ
     err = capsys.readouterr().err
     assert code == 2
     assert "cannot be applied as a Kolors LoRA" in err and len(err.strip().splitlines()) == 1
+
+
+def test_one_kolors_serves_many_loras_with_the_pixels_of_a_fresh_load(tmp_path, tiny_model_dir, monkeypatch):
+    """`pipeline_for` keeps the base and swaps LoRAs (judges re-render bundle after bundle): each
+    request renders exactly what a freshly loaded pipeline with that LoRA renders, from one load."""
+    import numpy as np
+
+    from harness.config.story import Sampling
+    from harness.device import Placement
+    from harness.hashing import sha256_file, sha256_tree
+    from harness.models import loader
+    from harness.render.engine import PanelJob, render
+    from tests.bundle_fixtures import make_lora
+
+    a = make_lora(tmp_path / "a", tiny_model_dir, seed=0)
+    b = make_lora(tmp_path / "b", tiny_model_dir, seed=1)
+    place = Placement("cpu", "float32")
+    model_sha = sha256_tree(tiny_model_dir)
+    jobs = [PanelJob(1, "一只小猫", "模糊", 7)]
+    sampling = Sampling(steps=2, guidance=4.0, width=64, height=64, scheduler="euler")
+    requests = [(a, 0.8), (b, 1.0), (None, 1.0), (b, 0.5), (a, 0.8)]
+
+    def pixels(lora, scale):
+        sha = sha256_file(lora) if lora else None
+        pipe = loader.pipeline_for(tiny_model_dir, model_sha, place, lora, sha, scale, progress=False)
+        return np.asarray(render(pipe, jobs, sampling, device="cpu", progress=False)[0][1])
+
+    fresh = []
+    for lora, scale in requests:
+        loader.release_pipeline()
+        fresh.append(pixels(lora, scale))
+    assert len({f.tobytes() for f in fresh[:4]}) == 4, "each LoRA and scale renders differently"
+
+    loader.release_pipeline()
+    loads = []
+    real = loader.load_pipeline
+    monkeypatch.setattr(loader, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
+    for (lora, scale), expected in zip(requests, fresh, strict=True):
+        assert np.array_equal(pixels(lora, scale), expected), (lora, scale)
+    assert len(loads) == 1

@@ -76,7 +76,7 @@ def test_run_loads_the_pipeline_once_and_the_rerender_reuses_it(
     capsys, tmp_path, write_story, monkeypatch, tiny_model_dir
 ):
     """The reproducibility re-render gets the render's pipeline (same model, LoRA and scale),
-    still comes out exact, and the pipeline is released after scoring."""
+    still comes out exact, and the pipeline is kept (parked) for a next story on this base."""
     from harness.models import loader
     from tests.bundle_fixtures import make_lora
 
@@ -92,4 +92,4 @@ def test_run_loads_the_pipeline_once_and_the_rerender_reuses_it(
     scores = json.loads((out / "scores.json").read_text(encoding="utf-8"))
     assert scores["reproducibility"]["verdict"] == "exact"
     assert len(loads) == 1
-    assert loader._kept == {}  # released once scoring is done
+    assert len(loader._kept) == 1 and loader._kept[0].lora is not None

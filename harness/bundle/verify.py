@@ -433,44 +433,54 @@ class Row:
     skipped: bool
 
 
+def _verify_one(root: Path, bundle: Path, ledger: dict, *, force: bool, rerun: bool, scoring) -> Row:
+    """One bundle of a batch: its ledger-recorded verdict when nothing changed, else a fresh one."""
+    from harness.hashing import sha256_file
+
+    key = bundle.relative_to(root).as_posix()
+    entry = ledger.get(key) or {}
+    verdict_file = bundle / mf.VERDICT
+    if not force and entry and verdict_file.is_file() and not verdict_file.is_symlink():
+        if entry.get("digest") == current_digest(bundle) and entry.get("verdict_sha256") == sha256_file(
+            verdict_file
+        ):
+            try:
+                return Row(bundle, json.loads(verdict_file.read_text(encoding="utf-8")), True)
+            except (OSError, ValueError):
+                pass
+    try:
+        v = verify_bundle(bundle, rerun=rerun, scoring=scoring)
+    except HarnessError as e:
+        v = Verdict(str(bundle))
+        v.add("bundle", [str(e)])
+    except Exception as e:  # a bug must not stop the judges' batch; it is reported in the row
+        v = Verdict(str(bundle))
+        v.add("bundle", [f"internal error while verifying: {type(e).__name__}: {e}".splitlines()[0]])
+    path = write_verdict(bundle, v)
+    ledger[key] = {"digest": v.digest, "verdict_sha256": sha256_file(path)}
+    return Row(bundle, v.to_json(), False)
+
+
 def verify_all(root: str | Path, *, force: bool = False, rerun: bool = True, scoring=None) -> list[Row]:
     """Verify every bundle under `root`, writing each verdict.json; broken bundles never stop it.
 
     A bundle is skipped when the judges' ledger (`root/.verify-ledger.json`, outside every
     bundle) records the same digest and the verdict.json it wrote is unchanged, unless `force`.
     """
-    from harness.hashing import sha256_file
+    from harness.models.loader import release_pipeline
 
     root = Path(root)
     if not root.is_dir():
         raise HarnessError(f"{root}: no such folder")
     ledger_path = root / LEDGER
     ledger = read_ledger(root)
-    rows: list[Row] = []
-    for bundle in find_bundles(root):
-        key = bundle.relative_to(root).as_posix()
-        entry = ledger.get(key) or {}
-        verdict_file = bundle / mf.VERDICT
-        if not force and entry and verdict_file.is_file() and not verdict_file.is_symlink():
-            if entry.get("digest") == current_digest(bundle) and entry.get("verdict_sha256") == sha256_file(
-                verdict_file
-            ):
-                try:
-                    rows.append(Row(bundle, json.loads(verdict_file.read_text(encoding="utf-8")), True))
-                    continue
-                except (OSError, ValueError):
-                    pass
-        try:
-            v = verify_bundle(bundle, rerun=rerun, scoring=scoring)
-        except HarnessError as e:
-            v = Verdict(str(bundle))
-            v.add("bundle", [str(e)])
-        except Exception as e:  # a bug must not stop the judges' batch; it is reported in the row
-            v = Verdict(str(bundle))
-            v.add("bundle", [f"internal error while verifying: {type(e).__name__}: {e}".splitlines()[0]])
-        path = write_verdict(bundle, v)
-        ledger[key] = {"digest": v.digest, "verdict_sha256": sha256_file(path)}
-        rows.append(Row(bundle, v.to_json(), False))
+    try:  # the re-renders share one Kolors (`pipeline_for` swaps each bundle's LoRA in)
+        rows = [
+            _verify_one(root, b, ledger, force=force, rerun=rerun, scoring=scoring)
+            for b in find_bundles(root)
+        ]
+    finally:
+        release_pipeline()
     tmp = ledger_path.with_name(f".{LEDGER}.tmp")
     tmp.write_text(json.dumps(ledger, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, ledger_path)

@@ -13,6 +13,7 @@ times. On the CPU staging moves nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.device import Placement
@@ -25,14 +26,15 @@ PHASES: dict[str, tuple[str, ...]] = {"encode": ("text_encoder",), "denoise": ("
 STAGED = ("text_encoder", "unet", "vae")
 
 
-def stage(pipe, phase: str, device: str) -> None:
+def stage(pipe, phase: str | None, device: str) -> None:
     """Put what `phase` needs on `device`; on an accelerator, move the other components to the CPU.
 
-    The others leave first, so the two phases' weights are never on the GPU together.
+    The others leave first, so the two phases' weights are never on the GPU together. Phase None
+    puts everything on the CPU (a parked pipeline).
     """
     import torch
 
-    wanted = PHASES[phase]
+    wanted = PHASES[phase] if phase is not None else ()
     if device != "cpu":
         for name in STAGED:
             module = getattr(pipe, name, None)
@@ -83,10 +85,21 @@ def load_pipeline(folder: Path, placement: Placement, *, progress: bool = True):
     return pipe
 
 
-# The last pipeline `pipeline_for` built, by what it holds: `harness run` renders, then re-renders
-# for the reproducibility check with the same model and LoRA, and should not read 17.8 GB of
-# weights twice. At most one is kept; a different request releases it before loading.
-_kept: dict[tuple, object] = {}
+@dataclass
+class _Kept:
+    """The one pipeline kept between requests: its base (model sha256, placement) and LoRA."""
+
+    base: tuple
+    pipe: object
+    lora: tuple[str, float] | None = None  # (LoRA sha256, scale) now applied, or None
+
+
+# `harness run` renders, then re-renders for the reproducibility check; `harness verify --all`
+# re-renders bundle after bundle, each with its own LoRA on the same Kolors. Neither should read
+# 17.8 GB of weights more than once: the last pipeline is kept, and a request for another LoRA on
+# the same base swaps the LoRA (unloading a PEFT adapter leaves the base weights untouched, so the
+# pixels are those of a fresh load). At most one pipeline is kept; another base releases it first.
+_kept: list[_Kept] = []
 
 
 def pipeline_for(
@@ -99,18 +112,47 @@ def pipeline_for(
     *,
     progress: bool = True,
 ):
-    """A loaded pipeline (LoRA applied) for this model, placement and LoRA; reused when unchanged.
+    """A loaded pipeline for this model and placement with this LoRA (or none) applied.
 
-    The key is content, not paths: the model folder's sha256 and the LoRA file's.
+    The key is content, not paths: the model folder's sha256 and the LoRA file's. The same base
+    is reused across LoRAs and scales; a different base is loaded after the kept one is released.
     """
-    key = (model_sha256, placement, lora_sha256 if lora is not None else None, lora_scale if lora else None)
-    if key not in _kept:
+    base = (model_sha256, placement)
+    if not _kept or _kept[0].base != base:
         release_pipeline()
-        pipe = load_pipeline(folder, placement, progress=progress)
-        if lora is not None:
-            apply_lora(pipe, lora, lora_scale)
-        _kept[key] = pipe
-    return _kept[key]
+        _kept.append(_Kept(base, load_pipeline(folder, placement, progress=progress)))
+    kept = _kept[0]
+    if lora is not None and lora_sha256 is None:
+        from harness.hashing import sha256_file
+
+        lora_sha256 = sha256_file(lora)
+    wanted = (lora_sha256, float(lora_scale)) if lora is not None else None
+    if kept.lora == wanted:
+        return kept.pipe
+    if kept.lora is not None and (wanted is None or kept.lora[0] != wanted[0]):
+        kept.pipe.unload_lora_weights()  # removes the PEFT layers; base weights were never changed
+        kept.lora = None
+    if wanted is not None:
+        if kept.lora is None:
+            try:
+                apply_lora(kept.pipe, lora, wanted[1])
+            except HarnessError:
+                release_pipeline()  # a half-applied adapter must not serve the next request
+                raise
+        else:
+            kept.pipe.set_adapters([LORA_ADAPTER], adapter_weights=[wanted[1]])
+        kept.lora = wanted
+    return kept.pipe
+
+
+def park_pipeline() -> None:
+    """Move the kept pipeline's weights off the accelerator (kept in host memory for reuse).
+
+    Scoring calls this before loading its own models, so Kolors and the scorers are never on the
+    GPU together. A parked pipeline renders as before: `render` stages what each phase needs.
+    """
+    if _kept:
+        stage(_kept[0].pipe, None, _kept[0].base[1].device)
 
 
 def release_pipeline() -> None:

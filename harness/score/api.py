@@ -1,8 +1,9 @@
 """Score a rendered run (or any folder of images): the one orchestration function for scoring.
 
-Flow: load and check the images -> find prompts (story, else embedded parameters) -> load each
-scorer's models once -> score all panels in batches -> optionally re-render and compare
-(reproducibility) -> a typed `ScoreRun`. Writing scores.json and printing are `report.py`'s job.
+Flow: load and check the images -> find prompts (story, else embedded parameters) -> optionally
+re-render (reproducibility; Kolors then parked off the GPU) -> load each scorer's models once ->
+score all panels in batches -> compare the re-renders -> a typed `ScoreRun`. Writing scores.json
+and printing are `report.py`'s job.
 """
 
 from __future__ import annotations
@@ -121,6 +122,28 @@ def score_run(
     if len(run.panels) < required:
         run.notes.append(f"only {len(run.panels)} usable panels, {required} required: invalid")
 
+    # Re-render first: Kolors (kept from the render when `harness run` rendered in this process)
+    # leaves the GPU before the scoring models arrive, so the two are never resident together.
+    rerendered = None
+    if config.reproduce:
+        if any(p.params is not None for p in run.panels):
+            from harness.models.loader import park_pipeline
+            from harness.score.reproduce import rerender
+
+            try:
+                rerendered = rerender(
+                    run.panels,
+                    run_dir=folder if images.folder != folder else None,
+                    story_path=story_path if story is not None else None,
+                    lora=lora,
+                )
+            except HarnessError as e:
+                run.repro_error = str(e)
+            finally:
+                park_pipeline()  # kept in host memory: the next story on this base reuses it
+        else:
+            run.notes.append("no panel has embedded parameters: no reproducibility check possible")
+
     models = ModelCache(config.device, config.pins)
     scorers = [registry.get(name)(config, models) for name in config.scorers]
     for scorer in scorers:
@@ -129,28 +152,16 @@ def score_run(
     for scorer in scorers:
         run.metrics[scorer.name] = scorer.score(ctx)
 
-    if config.reproduce:
-        if any(p.params is not None for p in run.panels):
-            from harness.score.reproduce import reproduce
+    if rerendered is not None:
+        from harness.score.reproduce import judge_rerenders
 
-            try:
-                run.reproducibility = reproduce(
-                    run.panels,
-                    config.tolerances,
-                    clip_model=models.get("open_clip", config.consistency_model),
-                    run_dir=folder if images.folder != folder else None,
-                    story_path=story_path if story is not None else None,
-                    lora=lora,
-                    batch_size=config.batch_size,
-                )
-            except HarnessError as e:
-                run.repro_error = str(e)
-            finally:
-                from harness.models.loader import release_pipeline
-
-                release_pipeline()  # the Kolors pipeline, whether it was the render's or its own
-        else:
-            run.notes.append("no panel has embedded parameters: no reproducibility check possible")
+        run.reproducibility = judge_rerenders(
+            run.panels,
+            rerendered,
+            config.tolerances,
+            clip_model=models.get("open_clip", config.consistency_model),
+            batch_size=config.batch_size,
+        )
     return run
 
 

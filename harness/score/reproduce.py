@@ -2,7 +2,9 @@
 
 Owns: finding the model and LoRA a panel names (refusing files whose content hash differs from
 the recorded one), replaying the render through the harness's one rendering path
-(`harness.render.engine.render` on `harness.models.loader.load_pipeline`), and the verdicts:
+(`harness.render.engine.render` on `harness.models.loader.pipeline_for`), and the verdicts.
+Re-rendering (`rerender`) and judging (`judge_rerenders`) are apart so that scoring can render
+first and load its own models only once Kolors has left the GPU. Verdicts:
 
 - `exact`: the re-render is bit-identical to the file's pixels;
 - `reproducible`: not identical, but within every tolerance (largest channel difference, PSNR,
@@ -237,46 +239,63 @@ def _render_group(group: list["Panel"], lora_candidates: list[Path], notes: list
     return {job.index: image for job, image in done}
 
 
-def reproduce(
+@dataclass
+class Rerendered:
+    """The re-renders of every panel that carries parameters, by panel index."""
+
+    images: dict[int, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def rerender(
     panels: list["Panel"],
-    tolerances: "Tolerances",
     *,
-    clip_model=None,
     run_dir: Path | None = None,
     story_path: Path | None = None,
     lora: Path | None = None,
-    batch_size: int = 8,
-) -> ReproResult:
-    """Re-render every panel that carries parameters and judge it (see module docstring).
+) -> Rerendered:
+    """Re-render every panel that carries parameters, one group of equal parameters at a time.
 
     Raises HarnessError when a model or LoRA with the recorded content cannot be found.
     """
     notes: list[str] = []
-    results: dict[int, PanelRepro] = {}
     groups: dict[str, list[Panel]] = {}
     for panel in panels:
-        if panel.params is None:
-            results[panel.index] = PanelRepro(
-                panel.index, panel.name, UNCHECKED, reason="no embedded parameters: cannot re-render"
-            )
-        else:
+        if panel.params is not None:
             groups.setdefault(_group_key(panel.params), []).append(panel)
     candidates = ([Path(lora)] if lora else []) + _story_lora_paths(run_dir, story_path)
     if lora is not None and not Path(lora).is_file():
         raise HarnessError(f"--lora: {lora}: no such file")
+    images: dict[int, Any] = {}
     for group in groups.values():
-        images = _render_group(group, candidates, notes)
-        for panel in group:
-            rerender = images[panel.index]
-            max_abs, psnr, identical = compare(panel.image, rerender)
-            clip_i = None
-            if clip_model is not None:
-                e = clip_model.embed_images([panel.image, rerender], batch_size)
-                clip_i = float((e[0] * e[1]).sum())
-            if identical and panel.mode == "RGB":
-                verdict, reason = EXACT, None
-            else:
-                verdict, reason = judge(max_abs, psnr, clip_i, tolerances)
-            results[panel.index] = PanelRepro(panel.index, panel.name, verdict, max_abs, psnr, clip_i, reason)
-    ordered = [results[p.index] for p in panels]
-    return ReproResult(story_verdict(ordered), ordered, tolerances.model_dump(), notes)
+        images.update(_render_group(group, candidates, notes))
+    return Rerendered(images, notes)
+
+
+def judge_rerenders(
+    panels: list["Panel"],
+    rerendered: Rerendered,
+    tolerances: "Tolerances",
+    *,
+    clip_model=None,
+    batch_size: int = 8,
+) -> ReproResult:
+    """Compare each panel with its re-render (pixels, then CLIP-I when a model is given)."""
+    results: list[PanelRepro] = []
+    for panel in panels:
+        again = rerendered.images.get(panel.index)
+        if again is None:
+            reason = "no embedded parameters: cannot re-render"
+            results.append(PanelRepro(panel.index, panel.name, UNCHECKED, reason=reason))
+            continue
+        max_abs, psnr, identical = compare(panel.image, again)
+        clip_i = None
+        if clip_model is not None:
+            e = clip_model.embed_images([panel.image, again], batch_size)
+            clip_i = float((e[0] * e[1]).sum())
+        if identical and panel.mode == "RGB":
+            verdict, reason = EXACT, None
+        else:
+            verdict, reason = judge(max_abs, psnr, clip_i, tolerances)
+        results.append(PanelRepro(panel.index, panel.name, verdict, max_abs, psnr, clip_i, reason))
+    return ReproResult(story_verdict(results), results, tolerances.model_dump(), list(rerendered.notes))
