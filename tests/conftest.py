@@ -29,11 +29,13 @@ def harness_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def fresh_pipeline():
-    """No test sees a Kolors pipeline another test left behind (`pipeline_for` keeps one)."""
+    """No test sees a Kolors pipeline or scoring models another test left behind (both are kept)."""
     yield
     from harness.models.loader import release_pipeline
+    from harness.score.models import release_scoring_models
 
     release_pipeline()
+    release_scoring_models()
 
 
 @pytest.fixture(scope="session")

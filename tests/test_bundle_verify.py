@@ -251,7 +251,8 @@ def test_verify_all_rerenders_many_loras_on_one_kolors_load(
     tmp_path, demo_bundle, tiny_model_dir, monkeypatch
 ):
     """Judges re-render bundle after bundle: Kolors loads once, each bundle's own LoRA is swapped
-    in, and every re-render is still bit-identical to the team's freshly loaded render."""
+    in, and every re-render is still bit-identical to the team's freshly loaded render. The
+    scoring models load once too, and score as freshly loaded ones do."""
     import yaml
 
     from harness.bundle.verify import verify_all
@@ -259,6 +260,7 @@ def test_verify_all_rerenders_many_loras_on_one_kolors_load(
     from harness.config.story import load_story
     from harness.models import loader
     from harness.render.run import render_story
+    from harness.score import models
     from tests.bundle_fixtures import make_lora
     from tests.conftest import small_story
 
@@ -270,15 +272,19 @@ def test_verify_all_rerenders_many_loras_on_one_kolors_load(
     story.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     loader.release_pipeline()
     render_story(load_story(story), tmp_path / "rival" / "run", progress=False)
-    write_bundle(tmp_path / "rival" / "run", out_root=root, namespace="rivals")
+    rival = write_bundle(tmp_path / "rival" / "run", out_root=root, namespace="rivals").path
     loader.release_pipeline()  # the teams rendered on their own machines
 
     loads = []
-    real = loader.load_pipeline
-    monkeypatch.setattr(loader, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
+    for module, name in ((loader, "load_pipeline"), (models, "load_aesthetic"), (models, "load_clip")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _n=name, _r=real, **k: loads.append(_n) or _r(*a, **k))
     scoring = tiny_config(scorers=["aesthetic"], reproduce=True).model_copy(update={"threshold": -1.0})
     rows = verify_all(root, scoring=scoring)
     assert [r.verdict["team"] for r in rows] == ["demo", "rivals"]
     assert [r.verdict["reproducibility"] for r in rows] == ["exact", "exact"], [r.verdict for r in rows]
     assert all(r.verdict["verdict"] == "pass" for r in rows)
-    assert len(loads) == 1
+    assert sorted(loads) == ["load_aesthetic", "load_clip", "load_pipeline"]  # once each, for 2 bundles
+
+    alone = verify_bundle(rival, scoring=scoring)  # verify_all released everything: fresh models
+    assert alone.scores == rows[1].verdict["scores"] and alone.scores["aesthetic_mean"] is not None

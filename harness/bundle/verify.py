@@ -468,19 +468,21 @@ def verify_all(root: str | Path, *, force: bool = False, rerun: bool = True, sco
     bundle) records the same digest and the verdict.json it wrote is unchanged, unless `force`.
     """
     from harness.models.loader import release_pipeline
+    from harness.score.models import release_scoring_models
 
     root = Path(root)
     if not root.is_dir():
         raise HarnessError(f"{root}: no such folder")
     ledger_path = root / LEDGER
     ledger = read_ledger(root)
-    try:  # the re-renders share one Kolors (`pipeline_for` swaps each bundle's LoRA in)
+    try:  # one Kolors for all re-renders (each bundle's LoRA swapped in), one set of scorers
         rows = [
             _verify_one(root, b, ledger, force=force, rerun=rerun, scoring=scoring)
             for b in find_bundles(root)
         ]
     finally:
         release_pipeline()
+        release_scoring_models()
     tmp = ledger_path.with_name(f".{LEDGER}.tmp")
     tmp.write_text(json.dumps(ledger, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, ledger_path)

@@ -99,7 +99,7 @@ def score_run(
     reproducibility check.
     """
     from harness.score import registry
-    from harness.score.models import ModelCache
+    from harness.score.models import shared_cache
     from harness.score.registry import ScoreContext
 
     config = config or ScoringConfig()
@@ -124,6 +124,8 @@ def score_run(
 
     # Re-render first: Kolors (kept from the render when `harness run` rendered in this process)
     # leaves the GPU before the scoring models arrive, so the two are never resident together.
+    models = shared_cache(config.device, config.pins)
+    models.park()  # still on the GPU from a previous story of this process
     rerendered = None
     if config.reproduce:
         if any(p.params is not None for p in run.panels):
@@ -144,7 +146,6 @@ def score_run(
         else:
             run.notes.append("no panel has embedded parameters: no reproducibility check possible")
 
-    models = ModelCache(config.device, config.pins)
     scorers = [registry.get(name)(config, models) for name in config.scorers]
     for scorer in scorers:
         scorer.load()

@@ -199,13 +199,18 @@ def load_clip(resolved: ResolvedScoringModel, device: str) -> ClipModel:
 
 
 class ModelCache:
-    """Loaded scoring models by (kind, reference): each one loads once per scoring run."""
+    """Loaded scoring models by (kind, reference): each one loads once, however many runs use it.
+
+    `park` moves them all to host memory (Kolors re-renders while they wait); `get` brings one
+    back to the scoring device.
+    """
 
     def __init__(self, device: str = "auto", pins: Mapping[str, str] | None = None):
         self.requested = device
         self.pins = dict(pins or {})  # name or reference -> sha256 its folder must have
         self._device: str | None = None
         self._loaded: dict[tuple[str, str], Any] = {}
+        self._parked: set[tuple[str, str]] = set()
 
     @property
     def device(self) -> str:
@@ -219,4 +224,46 @@ class ModelCache:
             resolved = resolve_scoring_model(lookup(name, kind), self.pins)
             loader = load_aesthetic if kind == "aesthetic" else load_clip
             self._loaded[key] = loader(resolved, self.device)
+        if key in self._parked:
+            self._loaded[key].model.to(self.device)
+            self._parked.discard(key)
         return self._loaded[key]
+
+    def park(self) -> None:
+        """Move every loaded model off the accelerator; on the CPU nothing moves."""
+        if not self._loaded or self.device == "cpu":
+            return
+        import torch
+
+        for key, loaded in self._loaded.items():
+            loaded.model.to("cpu")
+            self._parked.add(key)
+        torch.cuda.empty_cache()
+
+
+# A judges' batch (`verify --all`) scores bundle after bundle with the same models: one cache per
+# process, for one device request and one set of pins (other pins start a new one).
+_shared: list[tuple[tuple, ModelCache]] = []
+
+
+def shared_cache(device: str = "auto", pins: Mapping[str, str] | None = None) -> ModelCache:
+    """The process's ModelCache for this device request and these pins."""
+    key = (device, tuple(sorted((pins or {}).items())))
+    if not _shared or _shared[0][0] != key:
+        release_scoring_models()
+        _shared.append((key, ModelCache(device, pins)))
+    return _shared[0][1]
+
+
+def release_scoring_models() -> None:
+    """Drop the shared cache and give its memory back."""
+    import gc
+
+    if not _shared:
+        return
+    _shared.clear()
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
