@@ -69,18 +69,6 @@ class ScoringConfig(StrictModel):
         return v
 
 
-def models_used(config: ScoringConfig) -> list[tuple[str, str]]:
-    """(kind, name) of every scoring model `config` loads, in a stable order."""
-    used = []
-    if "aesthetic" in config.scorers:
-        used.append(("aesthetic", config.aesthetic_model))
-    if "consistency" in config.scorers or config.reproduce:  # CLIP-I of re-renders uses it too
-        used.append(("open_clip", config.consistency_model))
-    if "alignment" in config.scorers:
-        used.append(("open_clip", config.alignment_model))
-    return list(dict.fromkeys(used))
-
-
 def load_scoring_config(path: str | Path) -> ScoringConfig:
     """Read and validate a scoring YAML; any problem raises one HarnessError line."""
     return parse_model(read_yaml(path), ScoringConfig)

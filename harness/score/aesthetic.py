@@ -29,8 +29,12 @@ def gate(scores: list[float], threshold: float, required: int, weakest: int) -> 
 class AestheticScorer(Scorer):
     """Aesthetic score per panel and the competition's validity gate."""
 
+    @classmethod
+    def models_needed(cls, config):
+        return [("aesthetic", config.aesthetic_model)]
+
     def load(self) -> None:
-        self.model = self.models.get("aesthetic", self.config.aesthetic_model)
+        (self.model,) = self.load_models()
 
     def score(self, ctx: ScoreContext) -> MetricResult:
         scores = self.model.scores([p.image for p in ctx.panels], self.config.batch_size)

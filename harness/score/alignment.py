@@ -17,8 +17,12 @@ from harness.score.registry import MetricResult, ScoreContext, Scorer, register
 class AlignmentScorer(Scorer):
     """CLIP-T per panel against its prompt, and the mean over panels with prompts."""
 
+    @classmethod
+    def models_needed(cls, config):
+        return [("open_clip", config.alignment_model)]
+
     def load(self) -> None:
-        self.model = self.models.get("open_clip", self.config.alignment_model)
+        (self.model,) = self.load_models()
 
     def score(self, ctx: ScoreContext) -> MetricResult:
         with_prompt = [i for i, p in enumerate(ctx.prompts) if p]

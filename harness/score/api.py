@@ -154,13 +154,13 @@ def score_run(
         run.metrics[scorer.name] = scorer.score(ctx)
 
     if rerendered is not None:
-        from harness.score.reproduce import judge_rerenders
+        from harness.score.reproduce import judge_rerenders, reproduce_model
 
         run.reproducibility = judge_rerenders(
             run.panels,
             rerendered,
             config.tolerances,
-            clip_model=models.get("open_clip", config.consistency_model),
+            clip_model=models.get(*reproduce_model(config)),
             batch_size=config.batch_size,
         )
     return run

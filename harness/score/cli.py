@@ -78,7 +78,7 @@ def add_parsers(sub) -> argparse.ArgumentParser:
 
 def cmd_score_models(args) -> int:
     """`harness score-models`: the registry as a table, or a pins: block for a config's models."""
-    from harness.config.scoring import ScoringConfig, load_scoring_config, models_used
+    from harness.config.scoring import ScoringConfig, load_scoring_config
     from harness.models.registry import SCORING_MODELS
 
     if not args.pin:
@@ -92,6 +92,7 @@ def cmd_score_models(args) -> int:
     import yaml
 
     from harness.models.scoring_registry import lookup, resolve_scoring_model
+    from harness.score.registry import models_used
 
     config = load_scoring_config(args.scoring_config) if args.scoring_config else ScoringConfig()
     pins: dict[str, str] = {}

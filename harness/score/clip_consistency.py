@@ -29,8 +29,12 @@ def consistency(embeds) -> tuple[float | None, list[float | None]]:
 class ConsistencyScorer(Scorer):
     """CLIP-I over the panels, with outlier panels flagged."""
 
+    @classmethod
+    def models_needed(cls, config):
+        return [("open_clip", config.consistency_model)]
+
     def load(self) -> None:
-        self.model = self.models.get("open_clip", self.config.consistency_model)
+        (self.model,) = self.load_models()
 
     def score(self, ctx: ScoreContext) -> MetricResult:
         embeds = self.model.embed_images([p.image for p in ctx.panels], self.config.batch_size)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from harness.config.scoring import ScoringConfig
+    from harness.models.scoring_registry import ScoringKind
     from harness.score.images import Panel
     from harness.score.models import ModelCache
 
@@ -55,6 +56,15 @@ class Scorer(ABC):
     def __init__(self, config: "ScoringConfig", models: "ModelCache"):
         self.config = config
         self.models = models
+
+    @classmethod
+    def models_needed(cls, config: "ScoringConfig") -> list[tuple["ScoringKind", str]]:
+        """(kind, registry name) of every scoring model this scorer loads under `config`."""
+        return []
+
+    def load_models(self) -> list[Any]:
+        """The models `models_needed` names, from the shared cache (each loads once)."""
+        return [self.models.get(kind, name) for kind, name in self.models_needed(self.config)]
 
     @abstractmethod
     def load(self) -> None:
@@ -100,6 +110,16 @@ def check_names(wanted: list[str]) -> None:
             raise ValueError(f"unknown scorer {n!r}{hint} (known: {', '.join(known)})")
     if len(set(wanted)) != len(wanted):
         raise ValueError("a scorer is named twice")
+
+
+def models_used(config: "ScoringConfig") -> list[tuple["ScoringKind", str]]:
+    """(kind, name) of every scoring model a run with `config` loads, in a stable order."""
+    from harness.score.reproduce import reproduce_model
+
+    used = [m for name in config.scorers for m in get(name).models_needed(config)]
+    if config.reproduce:
+        used.append(reproduce_model(config))
+    return list(dict.fromkeys(used))
 
 
 def get(name: str) -> type[Scorer]:

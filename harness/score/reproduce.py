@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.config.scoring import Tolerances
+    from harness.config.scoring import ScoringConfig, Tolerances
     from harness.score.images import Panel
 
 EXACT, REPRODUCIBLE, NOT_REPRODUCIBLE, UNCHECKED = "exact", "reproducible", "not reproducible", "unchecked"
@@ -53,6 +53,11 @@ class ReproResult:
     @property
     def failed(self) -> bool:
         return self.verdict == NOT_REPRODUCIBLE
+
+
+def reproduce_model(config: "ScoringConfig") -> tuple[str, str]:
+    """The model that gives CLIP-I between a panel and its re-render: the consistency model."""
+    return ("open_clip", config.consistency_model)
 
 
 def compare(original, rerender) -> tuple[int, float | None, bool]:
