@@ -183,7 +183,8 @@ def test_verify_all_skips_unchanged_continues_past_broken_and_summarises(tmp_pat
     broken.mkdir(parents=True)
     (broken / "manifest.json").write_text("{not json")
     assert run_cli(["verify", "--all", str(root), "--no-rerun"]) == 1
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "verifying (1 failed)" in err and "2/2" in err, err  # the bar names failures as they come
     assert "team" in out and "reproducibility" in out
     assert "demo  tiny-story" in out and "pass" in out and "fail" in out
     assert json.loads((broken / "verdict.json").read_text())["verdict"] == "fail"

@@ -52,6 +52,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--scoring", type=Path, help="scoring config YAML (default: the competition's)")
     p.add_argument("--json", action="store_true", help="print the verdict JSON")
+    p.add_argument("--quiet", action="store_true", help="with --all: no progress bar")
     p.set_defaults(func=cmd_verify)
 
 
@@ -101,7 +102,9 @@ def cmd_verify(args) -> int:
 
     scoring = _scoring(args)
     if args.all:
-        rows = verify_all(args.bundle, force=args.force, rerun=not args.no_rerun, scoring=scoring)
+        rows = verify_all(
+            args.bundle, force=args.force, rerun=not args.no_rerun, scoring=scoring, progress=not args.quiet
+        )
         if not rows:
             print(f"{args.bundle}: no bundles found")
             return 0

@@ -461,12 +461,17 @@ def _verify_one(root: Path, bundle: Path, ledger: dict, *, force: bool, rerun: b
     return Row(bundle, v.to_json(), False)
 
 
-def verify_all(root: str | Path, *, force: bool = False, rerun: bool = True, scoring=None) -> list[Row]:
+def verify_all(
+    root: str | Path, *, force: bool = False, rerun: bool = True, scoring=None, progress: bool = False
+) -> list[Row]:
     """Verify every bundle under `root`, writing each verdict.json; broken bundles never stop it.
 
     A bundle is skipped when the judges' ledger (`root/.verify-ledger.json`, outside every
     bundle) records the same digest and the verdict.json it wrote is unchanged, unless `force`.
+    `progress`: a bar on stderr naming the bundle being verified and counting the failures.
     """
+    from tqdm.auto import tqdm
+
     from harness.models.loader import release_pipeline
     from harness.score.models import release_scoring_models
 
@@ -475,12 +480,17 @@ def verify_all(root: str | Path, *, force: bool = False, rerun: bool = True, sco
         raise HarnessError(f"{root}: no such folder")
     ledger_path = root / LEDGER
     ledger = read_ledger(root)
+    bundles = find_bundles(root)
+    rows: list[Row] = []
+    bar = tqdm(bundles, desc="verifying", unit="bundle", disable=not progress or not bundles)
     try:  # one Kolors for all re-renders (each bundle's LoRA swapped in), one set of scorers
-        rows = [
-            _verify_one(root, b, ledger, force=force, rerun=rerun, scoring=scoring)
-            for b in find_bundles(root)
-        ]
+        for b in bar:
+            bar.set_postfix_str(b.relative_to(root).as_posix(), refresh=True)
+            rows.append(_verify_one(root, b, ledger, force=force, rerun=rerun, scoring=scoring))
+            failed = sum(r.verdict.get("verdict") != "pass" for r in rows)
+            bar.set_description(f"verifying ({failed} failed)" if failed else "verifying", refresh=False)
     finally:
+        bar.close()
         release_pipeline()
         release_scoring_models()
     tmp = ledger_path.with_name(f".{LEDGER}.tmp")
