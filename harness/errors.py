@@ -9,3 +9,17 @@ class HarnessError(Exception):
     """Bad input (a file, a field, a flag): one clear line for the user, exit code 2."""
 
     exit_code = 2
+
+
+LINE_LIMIT = 300
+
+
+def first_line(e: BaseException | str, limit: int = LINE_LIMIT) -> str:
+    """A library's error as one short line: its first non-empty line (the exception's type name
+    when it has no message), cut at `limit` characters. Libraries put whole module lists or
+    tracebacks in a message; the user gets the start of it."""
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__ if isinstance(e, BaseException) else ""
+    line = next(ln.strip() for ln in text.splitlines() if ln.strip())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"

@@ -16,16 +16,12 @@ from typing import Iterator
 
 from PIL import Image, UnidentifiedImageError
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 # The largest cap any caller uses (data/images.MAX_PIXELS). PIL refuses at open only above
 # twice its guard, so every caller's own cap, checked right after open, decides first.
 GUARD_PIXELS = 16384 * 16384
 Image.MAX_IMAGE_PIXELS = GUARD_PIXELS
-
-
-def _line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
 
 
 @contextmanager
@@ -50,8 +46,8 @@ def open_untrusted(path: str | Path, max_pixels: int) -> Iterator[Image.Image]:
     except HarnessError:
         raise
     except Image.DecompressionBombError as e:
-        raise HarnessError(_line(f"refused as a decompression bomb ({e})")) from None
+        raise HarnessError(f"refused as a decompression bomb ({first_line(e)})") from None
     except UnidentifiedImageError:
         raise HarnessError("not an image") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated data, corrupt chunk, bad header
-        raise HarnessError(_line(f"unreadable or truncated image ({str(e) or type(e).__name__})")) from None
+        raise HarnessError(f"unreadable or truncated image ({first_line(e)})") from None

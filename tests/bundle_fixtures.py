@@ -12,8 +12,8 @@ from tests.conftest import small_story
 _CACHE: dict[str, Path] = {}
 
 
-def make_lora(folder: Path, tiny_model_dir: Path, seed: int = 0) -> Path:
-    """A diffusers-naming LoRA for the tiny UNet with non-zero weights (drawn from `seed`)."""
+def make_lora(folder: Path, tiny_model_dir: Path, seed: int = 0, dora: bool = False) -> Path:
+    """A diffusers-naming LoRA (or DoRA) for the tiny UNet with non-zero weights drawn from `seed`."""
     import torch
     from diffusers import KolorsPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
@@ -27,7 +27,11 @@ def make_lora(folder: Path, tiny_model_dir: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     pipe.unet.add_adapter(
         LoraConfig(
-            r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+            r=4,
+            lora_alpha=4,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            init_lora_weights=False,
+            use_dora=dora,
         )
     )
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))

@@ -1,4 +1,4 @@
-"""The bundle's LoRA check: shapes against the base UNet in every naming, and one safe reader.
+"""The LoRA check (judges' and render's): shapes against the base UNet in every naming, one safe reader.
 
 LoRA files are written in each naming by harness.lora.formats from a peft state dict of the
 tiny Kolors UNet; the base shapes come from that UNet's saved config.
@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from harness.bundle.content import check_lora, unet_linear_shapes
 from harness.errors import HarnessError
 from harness.lora import formats
+from harness.lora.checks import check_lora, unet_linear_shapes
 from harness.lora.safeload import MAX_LORA_TENSORS, load_lora_file
 
 TO_Q = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"

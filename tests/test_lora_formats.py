@@ -86,7 +86,7 @@ def test_kohya_export_loads_back(tiny_trained, tiny_model_dir):
     import numpy as np
 
     from harness.device import Placement
-    from harness.models.loader import load_pipeline
+    from harness.models.loader import apply_lora, load_pipeline
 
     out = tiny_trained.out
     ours, _ = load_lora_file(out / "pytorch_lora_weights.safetensors")
@@ -102,7 +102,7 @@ def test_kohya_export_loads_back(tiny_trained, tiny_model_dir):
 
     def render(path):
         pipe = load_pipeline(tiny_model_dir, Placement("cpu", "float32"))
-        pipe.load_lora_weights(str(path), adapter_name="x")
+        apply_lora(pipe, path, 1.0)  # the judges' check, then diffusers' own reader
         img = pipe(
             prompt=["二次元"],
             negative_prompt=[""],
@@ -113,7 +113,7 @@ def test_kohya_export_loads_back(tiny_trained, tiny_model_dir):
         ).images[0]
         return np.asarray(img)
 
-    # diffusers' own kohya reader gives the same pixels as the diffusers-naming file.
+    # The kohya file passes the check and diffusers' kohya reader gives the diffusers file's pixels.
     assert np.array_equal(
         render(out / "lora_kohya.safetensors"), render(out / "pytorch_lora_weights.safetensors")
     )

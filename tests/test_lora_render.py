@@ -88,6 +88,44 @@ def test_a_file_that_is_not_a_lora_is_refused_in_one_line(capsys, tmp_path, writ
     assert "cannot be applied as a Kolors LoRA" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_lora_for_other_layers_is_refused_in_one_short_line_naming_the_layer(
+    capsys, tmp_path, write_story, lora_file
+):
+    """The judges' LoRA check runs before diffusers loads the file (which would log every missing
+    module on one giant line): the user gets one line naming the first layer that is not there."""
+    from safetensors.torch import load_file, save_file
+
+    moved = {k.replace("down_blocks.1.", "down_blocks.5."): v for k, v in load_file(str(lora_file)).items()}
+    other = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in moved.items()}, str(other))
+    story = write_story(small_story(lora={"path": str(other)}))
+    code = main(["render", str(story), "--out", str(tmp_path / "o"), "--quiet"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert "down_blocks.5." in lines[0] and "no such Linear layer in the base model's UNet" in lines[0]
+    assert len(lines[0]) < 400
+
+
+def test_a_dora_lora_passes_the_judges_check_and_renders(tmp_path, tiny_model_dir):
+    from harness.config.story import Sampling
+    from harness.device import Placement
+    from harness.lora.checks import check_lora, unet_linear_shapes
+    from harness.models.loader import apply_lora, load_pipeline
+    from harness.render.engine import PanelJob, render
+    from tests.bundle_fixtures import make_lora
+
+    dora = make_lora(tmp_path / "dora", tiny_model_dir, dora=True)
+    problems, facts = check_lora(dora, unet_linear_shapes(tiny_model_dir / "unet" / "config.json"))
+    assert problems == [] and facts["format"] == "diffusers" and facts["shapes_checked"]
+    pipe = load_pipeline(tiny_model_dir, Placement("cpu", "float32"), progress=False)
+    jobs = [PanelJob(1, "一只小猫", "模糊", 7)]
+    sampling = Sampling(steps=2, guidance=4.0, width=64, height=64, scheduler="euler")
+    plain = np.asarray(render(pipe, jobs, sampling, device="cpu", progress=False)[0][1])
+    apply_lora(pipe, dora, 1.0)
+    styled = np.asarray(render(pipe, jobs, sampling, device="cpu", progress=False)[0][1])
+    assert not np.array_equal(plain, styled)
+
+
 def test_one_kolors_serves_many_loras_with_the_pixels_of_a_fresh_load(tmp_path, tiny_model_dir, monkeypatch):
     """`pipeline_for` keeps the base and swaps LoRAs (judges re-render bundle after bundle): each
     request renders exactly what a freshly loaded pipeline with that LoRA renders, from one load."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from harness.bundle.manifest import MiB
 from harness.bundle.writer import SCORES
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 MAX_JSON_BYTES = 10 * MiB
 # The story-level numbers each metric reports, by metric name.
@@ -44,7 +44,7 @@ def read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
-        raise HarnessError(f"{what}: not valid UTF-8 JSON ({str(e).splitlines()[0]})") from None
+        raise HarnessError(f"{what}: not valid UTF-8 JSON ({first_line(e)})") from None
 
 
 def read_claimed(bundle: Path, intact: set[str]) -> tuple[dict | None, str]:

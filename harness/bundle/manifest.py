@@ -3,7 +3,8 @@
 Owns: the manifest schema (`BundleManifest`), building it from a folder, safe relative paths
 (no absolute paths, no `..`, no symlinks, no odd characters), the size caps by kind of file,
 and comparing a bundle on disk with its manifest: missing, extra, altered, oversized and
-unlisted files each give one clear line. Must not open images or weights (see `content.py`).
+unlisted files each give one clear line. Must not open images or weights (see `content.py` and
+`harness.lora.checks`).
 """
 
 from __future__ import annotations

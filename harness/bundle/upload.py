@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from harness.bundle import manifest as mf
 from harness.bundle.naming import parse_model_id
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 TOKEN_ENV = "MODELSCOPE_API_TOKEN"
 VISIBILITY = {"private": 1, "internal": 3, "public": 5}  # ModelScope's wire values
@@ -131,9 +131,8 @@ def upload_bundle(
     except HarnessError:
         raise
     except Exception as e:  # network, auth, server refusal: one line; rerunning is safe
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HarnessError(
-            f"upload of {plan.model_id} failed: {type(e).__name__}: {first} (rerun `harness upload`; "
+            f"upload of {plan.model_id} failed: {type(e).__name__}: {first_line(e)} (rerun `harness upload`; "
             "the repository is not created twice)"
         ) from None
     return UploadResult(plan, created=not exists, dry_run=False)

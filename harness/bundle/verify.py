@@ -3,10 +3,11 @@
 Owns: the order of the checks and the verdict. A bundle is never trusted: the manifest is
 checked against the files first (missing, extra, altered, symlinked, oversized); only files the
 manifest lists and that are intact regular files are opened, and only with the safe readers in
-`content.py`; re-scoring and re-rendering run only when every file-level check passed, through
-the one seam `rerun_checks` (the scoring package's `score_run`), and the team's scores.json is
-then held against the re-score (`claims.py`). Each failed check is one line
-in verdict.json; nothing here lets a traceback escape for bad bundle content.
+`content.py` (images) and `harness.lora.checks` (LoRA files); re-scoring and re-rendering run
+only when every file-level check passed, through the one seam `rerun_checks` (the scoring
+package's `score_run`), and the team's scores.json is then held against the re-score
+(`claims.py`). Each failed check is one line in verdict.json; nothing here lets a traceback
+escape for bad bundle content.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from harness.bundle import manifest as mf
 from harness.bundle.naming import parse_model_id
 from harness.bundle.writer import IMAGES_DIR, PROMPTS, RUN_JSON, STORY
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 if TYPE_CHECKING:
     from harness.config.scoring import ScoringConfig
@@ -91,7 +92,7 @@ def _allowed_base(ref: Any) -> bool:
 
 def _base_shapes(base_model: str, notes: list[str]) -> dict[str, tuple[int, int]] | None:
     """Linear layer shapes of the base UNet when its config is on this machine; None otherwise."""
-    from harness.bundle.content import unet_linear_shapes
+    from harness.lora.checks import unet_linear_shapes
     from harness.models.refs import parse_ref
     from harness.paths import cache_dir
 
@@ -161,7 +162,8 @@ def _story_checks(bundle: Path, v: Verdict, listed: set[str]):
 
 def _content_checks(bundle: Path, v: Verdict, intact: dict[str, str], story, manifest) -> dict[str, Path]:
     """Open intact images and LoRA files safely; returns {sha256: path} of the sound LoRA files."""
-    from harness.bundle.content import check_image, check_lora
+    from harness.bundle.content import check_image
+    from harness.lora.checks import check_lora
 
     size = (story.sampling.width, story.sampling.height) if story is not None else None
     image_problems: list[str] = []
@@ -201,7 +203,7 @@ def _content_checks(bundle: Path, v: Verdict, intact: dict[str, str], story, man
         try:
             shapes = _base_shapes(story.base_model, v.notes)
         except Exception as e:  # a broken local cache must not hide the other checks
-            v.notes.append(f"LoRA shapes not checked: {type(e).__name__}: {e}".splitlines()[0])
+            v.notes.append(f"LoRA shapes not checked: {type(e).__name__}: {first_line(e)}")
     for rel in loras:
         problems, facts = check_lora(bundle / rel, shapes)
         lora_problems += [f"{rel}: {p}" for p in problems]
@@ -455,7 +457,7 @@ def _verify_one(root: Path, bundle: Path, ledger: dict, *, force: bool, rerun: b
         v.add("bundle", [str(e)])
     except Exception as e:  # a bug must not stop the judges' batch; it is reported in the row
         v = Verdict(str(bundle))
-        v.add("bundle", [f"internal error while verifying: {type(e).__name__}: {e}".splitlines()[0]])
+        v.add("bundle", [f"internal error while verifying: {type(e).__name__}: {first_line(e)}"])
     path = write_verdict(bundle, v)
     ledger[key] = {"digest": v.digest, "verdict_sha256": sha256_file(path)}
     return Row(bundle, v.to_json(), False)

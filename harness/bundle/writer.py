@@ -178,7 +178,7 @@ def write_bundle(
     other formats. An existing bundle folder is replaced only with `force`.
     """
     from harness.bundle.card import render_card, score_rows
-    from harness.bundle.content import check_lora
+    from harness.lora.checks import check_lora
     from harness.versions import library_versions
 
     run_dir = Path(run_dir)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config.training import LoadedTrainingConfig
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 METADATA = "metadata.csv"
 _NOT_IMAGES = {".txt", ".csv", ".json", ".md", ".yaml", ".yml"}
@@ -121,8 +121,9 @@ def modelscope_items(loaded: LoadedTrainingConfig, download_dir: Path) -> list[R
     try:
         ds = MsDataset.load(d.dataset_id, subset_name=d.subset, split=d.split, cache_dir=str(download_dir))
     except Exception as e:  # network, unknown id, missing `datasets`: one line
-        msg = f"{type(e).__name__}: {e}".splitlines()[0]
-        raise HarnessError(f"could not load ModelScope dataset {d.dataset_id}: {msg}") from None
+        raise HarnessError(
+            f"could not load ModelScope dataset {d.dataset_id}: {type(e).__name__}: {first_line(e)}"
+        ) from None
     items = []
     for i, row in enumerate(ds):
         if d.max_images is not None and i >= d.max_images:

@@ -12,16 +12,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 MAX_LORA_TENSORS = 20_000  # kohya on all 744 Linears of the Kolors UNet: 2,232 (down, up, alpha)
 _FLAT = "only a flat mapping of names to tensors is accepted"
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0].strip() if text else type(e).__name__
 
 
 def _unpickling_reason(e: Exception) -> str:
@@ -31,7 +26,7 @@ def _unpickling_reason(e: Exception) -> str:
     if found:
         return f"refused: holds pickled Python objects that weights_only loading rejects (global {found[1]})"
     lines = [ln.strip() for ln in text.split("WeightsUnpickler error:", 1)[-1].splitlines() if ln.strip()]
-    detail = lines[0] if "WeightsUnpickler error:" in text and lines else _first_line(e)
+    detail = lines[0] if "WeightsUnpickler error:" in text and lines else first_line(e)
     return f"refused: not a plain tensor checkpoint ({detail})"
 
 
@@ -73,7 +68,7 @@ def _read_safetensors(path: Path) -> tuple[dict, dict[str, str]]:
         raise
     except Exception as e:  # malformed header, truncated payload
         raise HarnessError(
-            f"{path}: not a readable safetensors file ({type(e).__name__}: {_first_line(e)})"
+            f"{path}: not a readable safetensors file ({type(e).__name__}: {first_line(e)})"
         ) from None
     if not sd:
         raise HarnessError(f"{path}: holds no tensors")

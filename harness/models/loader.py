@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.device import Placement
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 LORA_ADAPTER = "story"
 
@@ -170,10 +170,29 @@ def release_pipeline() -> None:
 
 
 def apply_lora(pipe, path: Path, scale: float) -> None:
-    """Load a diffusers/PEFT-naming LoRA into the UNet and set its strength."""
+    """Load a diffusers/PEFT- or kohya-naming LoRA into the UNet and set its strength.
+
+    The file first goes through the judges' check against this UNet (`harness.lora.checks`):
+    what renders here is what `verify` accepts, and a wrong file gets that check's one line.
+    """
+    from diffusers.utils import logging as dlog
+
+    from harness.lora.checks import check_lora, linear_shapes
+
+    problems, facts = check_lora(path, linear_shapes(pipe.unet))
+    if not problems and facts.get("format") == "diffsynth":
+        problems = ["DiffSynth naming; convert it with `harness lora import FILE --out DIR` first"]
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise HarnessError(f"{path}: cannot be applied as a Kolors LoRA: {problems[0]}{more}")
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
+    dlog.disable_default_handler()  # diffusers logs a failure in full before raising it
     try:
         pipe.load_lora_weights(str(path), adapter_name=LORA_ADAPTER)
-    except Exception as e:  # wrong keys or shapes: one line naming the file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HarnessError(f"{path}: cannot be applied as a Kolors LoRA: {first}") from None
+    except Exception as e:  # anything the check above could not see: one line naming the file
+        raise HarnessError(f"{path}: cannot be applied as a Kolors LoRA: {first_line(e)}") from None
+    finally:
+        dlog.enable_default_handler()
+        dlog.set_verbosity(level)
     pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.models.refs import ModelRef
 from harness.paths import cache_dir
 
@@ -34,7 +34,7 @@ def _modelscope_folder(ref: ModelRef, root: Path) -> Path:
         )
     except Exception as e:  # network, auth, unknown id: one line, not a traceback
         raise HarnessError(
-            f"could not download {ref} from ModelScope: {type(e).__name__}: {e}".splitlines()[0]
+            f"could not download {ref} from ModelScope: {type(e).__name__}: {first_line(e)}"
         ) from None
     return Path(path)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.models.scoring_registry import ResolvedScoringModel, ScoringKind, lookup, resolve_scoring_model
 
 
@@ -59,8 +59,9 @@ def load_aesthetic(resolved: ResolvedScoringModel, device: str) -> AestheticMode
         # The competition calls CLIPProcessor; its image half is this CLIPImageProcessor.
         processor = CLIPImageProcessor.from_pretrained(str(resolved.folder), local_files_only=True)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HarnessError(f"aesthetic model {resolved.spec.name} ({resolved.folder}): {first}") from None
+        raise HarnessError(
+            f"aesthetic model {resolved.spec.name} ({resolved.folder}): {first_line(e)}"
+        ) from None
     return AestheticModel(resolved, model.eval().to(device), processor, device)
 
 
@@ -193,8 +194,9 @@ def load_clip(resolved: ResolvedScoringModel, device: str) -> ClipModel:
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{local}", device=device)
         tokenizer = _clip_tokenizer(local)
     except (OSError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise HarnessError(f"open_clip model {resolved.spec.name} ({resolved.folder}): {first}") from None
+        raise HarnessError(
+            f"open_clip model {resolved.spec.name} ({resolved.folder}): {first_line(e)}"
+        ) from None
     return ClipModel(resolved, model.eval(), preprocess, tokenizer, device)
 
 
