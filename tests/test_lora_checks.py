@@ -100,7 +100,10 @@ def test_names_that_map_to_no_layer_of_the_base_are_problems(base_shapes, tmp_pa
     sgm = {k.replace("down_blocks_1", "input_blocks_4"): v.clone() for k, v in kohya.items()}
     save_file({**kohya, **sgm}, str(tmp_path / "k.safetensors"))
     problems, _ = check_lora(tmp_path / "k.safetensors", base_shapes)
-    assert problems == [f"{KOHYA_TO_Q.replace('down_blocks_1', 'input_blocks_4')}: {no_layer}"]
+    assert problems == [
+        f"{KOHYA_TO_Q.replace('down_blocks_1', 'input_blocks_4')}: {no_layer} (kohya-ss SDXL block names "
+        "input_blocks/middle_block/output_blocks are not read; export with diffusers block names)"
+    ]
 
 
 def _both(path):

@@ -41,6 +41,7 @@ _KOHYA = re.compile(r"^(?P<module>lora_unet_[A-Za-z0-9_]+)\.(?P<part>lora_down|l
 _KOHYA_ALPHA = re.compile(r"^lora_unet_[A-Za-z0-9_]+\.alpha$")
 _KOHYA_DORA = re.compile(r"^(?P<module>lora_unet_[A-Za-z0-9_]+)\.dora_scale$")
 _DOWN = ("lora_A", "lora.down", "lora_down")
+_SGM_BLOCK = re.compile(r"^lora_unet_(?:input_blocks|middle_block|output_blocks)_")
 _NAMINGS = {
     "diffusers": (_DIFFUSERS, _DIFFUSERS_ALPHA, _DIFFUSERS_DORA),
     "kohya": (_KOHYA, _KOHYA_ALPHA, _KOHYA_DORA),
@@ -84,6 +85,11 @@ def _shape_problem(
     if target is None:
         if fmt == "diffsynth":
             return f"{module}: not a layer of DiffSynth's Kolors UNet (no diffusers name for it)"
+        if fmt == "kohya" and _SGM_BLOCK.search(module):
+            return (
+                f"{module}: no such Linear layer in the base model's UNet (kohya-ss SDXL block names "
+                "input_blocks/middle_block/output_blocks are not read; export with diffusers block names)"
+            )
         return f"{module}: no such Linear layer in the base model's UNet"
     named = module if target == module else f"{module} ({target})"
     if target not in base:
