@@ -185,8 +185,6 @@ def apply_lora(pipe, path: Path, scale: float) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise HarnessError(f"{path}: cannot be applied as a Kolors LoRA: {problems[0]}{more}")
-    level = dlog.get_verbosity()
-    dlog.set_verbosity_error()
     dlog.disable_default_handler()  # diffusers logs a failure in full before raising it
     try:
         pipe.load_lora_weights(str(path), adapter_name=LORA_ADAPTER)
@@ -194,5 +192,4 @@ def apply_lora(pipe, path: Path, scale: float) -> None:
         raise HarnessError(f"{path}: cannot be applied as a Kolors LoRA: {first_line(e)}") from None
     finally:
         dlog.enable_default_handler()
-        dlog.set_verbosity(level)
     pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale])
