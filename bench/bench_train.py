@@ -168,7 +168,8 @@ def run_cached(settings: Settings, out_dir) -> dict:
     import torch
 
     from bench.kolors_arch import build_parts
-    from harness.train.cache import EncodedData, release
+    from harness.device import free_memory as harness_free_memory
+    from harness.train.cache import EncodedData
 
     dev, dt = settings.device, settings.dtype
     log("train (cached): encoding once with the VAE (float32) and the text encoder")
@@ -184,7 +185,7 @@ def run_cached(settings: Settings, out_dir) -> dict:
     encode_peak = peak_gib(dev)
     scheduler_config = parts["scheduler"].config
     del parts
-    release(dev)  # the harness's own release: gc + empty_cache
+    harness_free_memory()  # the harness's own release after encoding: gc + empty_cache
 
     reset_peak(dev)
     log("train (cached): building the UNet alone")

@@ -57,3 +57,14 @@ def make_deterministic(placement: Placement) -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def free_memory() -> None:
+    """Collect dropped models and hand the accelerator's cached blocks back (after a release)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -157,16 +157,11 @@ def park_pipeline() -> None:
 
 def release_pipeline() -> None:
     """Drop the kept pipeline and give its memory back."""
-    import gc
+    from harness.device import free_memory
 
-    if not _kept:
-        return
-    _kept.clear()
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if _kept:
+        _kept.clear()
+        free_memory()
 
 
 def apply_lora(pipe, path: Path, scale: float) -> None:

@@ -259,13 +259,8 @@ def shared_cache(device: str = "auto", pins: Mapping[str, str] | None = None) ->
 
 def release_scoring_models() -> None:
     """Drop the shared cache and give its memory back."""
-    import gc
+    from harness.device import free_memory
 
-    if not _shared:
-        return
-    _shared.clear()
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if _shared:
+        _shared.clear()
+        free_memory()

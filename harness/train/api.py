@@ -17,6 +17,7 @@ from typing import Any
 
 from harness import __version__
 from harness.config.training import LoadedTrainingConfig, load_training_config
+from harness.device import free_memory
 from harness.errors import HarnessError
 from harness.train import outdir
 from harness.train.export import DIFFUSERS_FILE
@@ -195,7 +196,7 @@ def _encode_and_train(
     from harness.models.loader import weights_variant
     from harness.paths import cache_dir
     from harness.train import loop
-    from harness.train.cache import encode_all, release
+    from harness.train.cache import encode_all
 
     cfg = loaded.config
     t0 = time.perf_counter()
@@ -260,7 +261,7 @@ def _encode_and_train(
             on_checkpoint=on_checkpoint,
         )
     except torch.cuda.OutOfMemoryError:
-        release(placement.device)
+        free_memory()
         raise HarnessError(_oom_message(cfg)) from None
     t_train = time.perf_counter() - t1
     if v.prompts:

@@ -9,12 +9,12 @@ has the GPU to itself. The VAE can be kept on the CPU for validation images.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
 from pathlib import Path
 
+from harness.device import free_memory
 from harness.errors import HarnessError
 from harness.train.dataset import Example, pixels
 
@@ -138,7 +138,7 @@ def encode_all(
         vae = None
     elif vae is not None:
         vae.to("cpu")
-    release(device)
+    free_memory()  # before the UNet is loaded
     return enc, vae
 
 
@@ -170,13 +170,4 @@ def _encode_texts(
             pooled = out.hidden_states[-1][-1, :, :].float()
             _save(paths[t], {"embeds": embeds, "pooled": pooled})
     del te
-    release(device)
-
-
-def release(device: str) -> None:
-    """Give freed encoder memory back before the UNet is loaded."""
-    gc.collect()
-    if device == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
+    free_memory()  # before the UNet is loaded
