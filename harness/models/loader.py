@@ -89,7 +89,8 @@ def load_pipeline(folder: Path, placement: Placement, *, progress: bool = True):
 class _Kept:
     """The one pipeline kept between requests: its base (model sha256, placement) and LoRA."""
 
-    base: tuple
+    model_sha256: str
+    placement: Placement
     pipe: object
     lora: tuple[str, float] | None = None  # (LoRA sha256, scale) now applied, or None
 
@@ -117,10 +118,9 @@ def pipeline_for(
     The key is content, not paths: the model folder's sha256 and the LoRA file's. The same base
     is reused across LoRAs and scales; a different base is loaded after the kept one is released.
     """
-    base = (model_sha256, placement)
-    if not _kept or _kept[0].base != base:
+    if not _kept or (_kept[0].model_sha256, _kept[0].placement) != (model_sha256, placement):
         release_pipeline()
-        _kept.append(_Kept(base, load_pipeline(folder, placement, progress=progress)))
+        _kept.append(_Kept(model_sha256, placement, load_pipeline(folder, placement, progress=progress)))
     kept = _kept[0]
     if lora is not None and lora_sha256 is None:
         from harness.hashing import sha256_file
@@ -152,7 +152,7 @@ def park_pipeline() -> None:
     GPU together. A parked pipeline renders as before: `render` stages what each phase needs.
     """
     if _kept:
-        stage(_kept[0].pipe, None, _kept[0].base[1].device)
+        stage(_kept[0].pipe, None, _kept[0].placement.device)
 
 
 def release_pipeline() -> None:

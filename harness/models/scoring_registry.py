@@ -83,13 +83,20 @@ def _folder(ref_text: str) -> Path:
     return folder
 
 
-def _check_pins(what: str, folder: Path, digest: str, pins: list[tuple[str, str | None]]) -> None:
+def _pinned_folder(ref_text: str, what: str, pins: list[tuple[str, str | None]]) -> tuple[Path, str]:
+    """(folder, sha256) of `ref_text`, refused when a pin that applies names another hash."""
+    from harness.hashing import sha256_tree
+    from harness.paths import cache_dir
+
+    folder = _folder(ref_text)
+    digest = sha256_tree(folder, cache_dir() / "digests.json")
     for where, expected in pins:
         if expected is not None and digest != expected:
             raise HarnessError(
                 f"{what}: {folder} hashes to {digest[:16]}..., {where} pins {expected[:16]}...; "
                 "refusing to score with different weights"
             )
+    return folder, digest
 
 
 def resolve_scoring_model(spec: ModelSpec, pins: Mapping[str, str] | None = None) -> ResolvedScoringModel:
@@ -98,26 +105,17 @@ def resolve_scoring_model(spec: ModelSpec, pins: Mapping[str, str] | None = None
     `pins` (a scoring config's `pins:`) maps a registry name or a reference (`modelscope:...`,
     `local:...`, a text tower's reference) to the sha256 its folder must have.
     """
-    from harness.hashing import sha256_tree
-    from harness.paths import cache_dir
-
     pins = pins or {}
-    folder = _folder(spec.ref)
-    digest = sha256_tree(folder, cache_dir() / "digests.json")
-    _check_pins(
+    folder, digest = _pinned_folder(
+        spec.ref,
         f"scoring model {spec.name}",
-        folder,
-        digest,
         [("the registry", spec.sha256), ("the scoring config", pins.get(spec.name) or pins.get(spec.ref))],
     )
     tower = tower_digest = None
     if spec.text_tower:
-        tower = _folder(spec.text_tower)
-        tower_digest = sha256_tree(tower, cache_dir() / "digests.json")
-        _check_pins(
+        tower, tower_digest = _pinned_folder(
+            spec.text_tower,
             f"text tower {spec.text_tower} of {spec.name}",
-            tower,
-            tower_digest,
             [("the scoring config", pins.get(spec.text_tower))],
         )
     return ResolvedScoringModel(spec, folder, digest, tower, tower_digest)
