@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -18,9 +19,19 @@ _CHUNK = 1 << 20
 _IGNORED_PREFIXES = (".", "__pycache__")
 
 
-def sha256_file(path: str | Path) -> str:
+def sha256_file(path: str | Path, *, untrusted: bool = False) -> str:
+    """sha256 of a file's bytes. `untrusted` (a file in a folder the harness did not make): a
+    link is not followed and a FIFO or device is refused instead of blocking (OSError)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    if not untrusted:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -37,25 +48,31 @@ class DigestCache:
     come and go, such as the leaderboard's, does not grow forever).
     """
 
-    def __init__(self, file: Path | None, *, prune: bool = False):
+    def __init__(self, file: Path | None, *, prune: bool = False, untrusted: bool = False):
         self.file = file
         self.prune = prune
+        self.untrusted = untrusted  # hash without following links (see sha256_file)
         self.entries: dict[str, str] = {}
         self.used: set[str] = set()
-        if file is not None and file.is_file():
+        if file is not None and file.is_file() and not file.is_symlink():
+            from harness.errors import HarnessError
+            from harness.safeio import read_json
+
             try:
-                loaded = json.loads(file.read_text())
-                self.entries = loaded if isinstance(loaded, dict) else {}
-            except (OSError, ValueError):
+                loaded = read_json(file, max_bytes=256 << 20, max_depth=2)
+                loaded = loaded if isinstance(loaded, dict) else {}
+                self.entries = {k: v for k, v in loaded.items() if isinstance(v, str)}
+            except HarnessError:
                 self.entries = {}
         self.dirty = False
 
     def digest(self, path: Path) -> str:
-        st = path.stat()
-        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+        st = path.lstat() if self.untrusted else path.stat()
+        where = path.absolute() if self.untrusted else path.resolve()
+        key = f"{where}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
         self.used.add(key)
         if key not in self.entries:
-            self.entries[key] = sha256_file(path)
+            self.entries[key] = sha256_file(path, untrusted=self.untrusted)
             self.dirty = True
         return self.entries[key]
 
@@ -67,10 +84,10 @@ class DigestCache:
             self.dirty = True
         if not self.dirty:
             return
+        from harness.safeio import write_atomic
+
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.entries))
-        os.replace(tmp, self.file)
+        write_atomic(self.file, json.dumps(self.entries))
 
 
 def tree_files(root: Path) -> list[Path]:

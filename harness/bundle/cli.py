@@ -53,6 +53,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--scoring", type=Path, help="scoring config YAML (default: the competition's)")
     p.add_argument("--json", action="store_true", help="print the verdict JSON")
     p.add_argument("--quiet", action="store_true", help="with --all: no progress bar")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="per bundle; a bundle past it fails with that reason (default 1800, 0: no limit)",
+    )
     p.set_defaults(func=cmd_verify)
 
 
@@ -98,20 +105,32 @@ def _scoring(args):
 
 
 def cmd_verify(args) -> int:
-    from harness.bundle.verify import summary_table, verify_all, verify_bundle, write_verdict
+    from harness.bundle.batch import DEFAULT_TIME_LIMIT, judge_one, summary_table, verify_all
+    from harness.errors import HarnessError
 
     scoring = _scoring(args)
+    limit = DEFAULT_TIME_LIMIT if args.time_limit is None else args.time_limit
+    if limit < 0:
+        raise HarnessError(f"--time-limit: must be >= 0 seconds (got {args.time_limit:g})")
     if args.all:
         rows = verify_all(
-            args.bundle, force=args.force, rerun=not args.no_rerun, scoring=scoring, progress=not args.quiet
+            args.bundle,
+            force=args.force,
+            rerun=not args.no_rerun,
+            scoring=scoring,
+            progress=not args.quiet,
+            time_limit_s=limit,
         )
         if not rows:
             print(f"{args.bundle}: no bundles found")
             return 0
         print(summary_table(rows))
         return 1 if any(r.verdict.get("verdict") != "pass" for r in rows) else 0
-    verdict = verify_bundle(args.bundle, rerun=not args.no_rerun, scoring=scoring)
-    path = write_verdict(args.bundle, verdict)
+    if args.bundle.is_symlink():
+        raise HarnessError(f"{args.bundle}: is a symlink; verify the real folder")
+    if not args.bundle.is_dir():
+        raise HarnessError(f"{args.bundle}: no such bundle folder")
+    verdict, path = judge_one(args.bundle, rerun=not args.no_rerun, scoring=scoring, time_limit_s=limit)
     if args.json:
         print(json.dumps(verdict.to_json(), ensure_ascii=False, indent=2))
     else:
@@ -119,7 +138,8 @@ def cmd_verify(args) -> int:
             print(f"{c.name:<17} {c.status:<8} {c.detail}")
         for n in verdict.notes:
             print(f"note: {n}")
-        print(f"{'PASS' if verdict.passed else 'FAIL'}: {args.bundle} (verdict in {path})")
+        where = f"verdict in {path}" if path is not None else "verdict.json could not be written"
+        print(f"{'PASS' if verdict.passed else 'FAIL'}: {args.bundle} ({where})")
     return 0 if verdict.passed else 1
 
 

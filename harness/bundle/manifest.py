@@ -129,7 +129,7 @@ def walk(root: Path) -> tuple[list[str], list[str]]:
 
 def entry_for(root: Path, rel: str) -> FileEntry:
     path = root / rel
-    return FileEntry(path=rel, size=path.stat().st_size, sha256=sha256_file(path))
+    return FileEntry(path=rel, size=path.lstat().st_size, sha256=sha256_file(path, untrusted=True))
 
 
 def build(root: Path, header: dict[str, Any]) -> BundleManifest:
@@ -148,28 +148,28 @@ def build(root: Path, header: dict[str, Any]) -> BundleManifest:
 
 
 def write(root: Path, manifest: BundleManifest) -> Path:
-    path = root / MANIFEST
+    from harness.safeio import write_atomic
+
     text = json.dumps(manifest.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n"
-    tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(root / MANIFEST, text)
 
 
 def read(root: Path) -> tuple[BundleManifest, bytes]:
     """Parse and validate a bundle's manifest; HarnessError with one line otherwise."""
+    from harness.safeio import loads_json, read_bytes
+
     path = root / MANIFEST
-    if path.is_symlink():
-        raise HarnessError(f"{MANIFEST}: symlink (not allowed in a bundle)")
-    if not path.is_file():
-        raise HarnessError(f"{MANIFEST}: missing (not a bundle?)")
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise HarnessError(f"{MANIFEST}: larger than {MAX_MANIFEST_BYTES} bytes (cap)")
-    raw = path.read_bytes()
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise HarnessError(f"{MANIFEST}: not valid UTF-8 JSON ({e})") from None
+        raw = read_bytes(path, max_bytes=MAX_MANIFEST_BYTES, what=MANIFEST)
+    except HarnessError as e:
+        if not path.is_symlink() and not os.path.lexists(path):
+            raise HarnessError(f"{MANIFEST}: missing (not a bundle?)") from None
+        raise e from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{MANIFEST}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    data = loads_json(text, source=MANIFEST, max_depth=8)
     if isinstance(data, dict) and isinstance(data.get("files"), list):
         for i, f in enumerate(data["files"]):  # path safety first: it is the attack that matters
             reason = unsafe_path_reason(f.get("path") if isinstance(f, dict) else None)
@@ -222,11 +222,15 @@ def check_files(
                 continue  # already reported by walk()
             problems.append(f"{e.path}: missing (listed in the manifest, not in the bundle)")
             continue
-        size = p.stat().st_size
+        size = p.lstat().st_size
         if size > CAPS[kind]:
             problems.append(f"{e.path}: {size} bytes is over the {kind} cap of {CAPS[kind]}")
             continue
-        digest = digests.digest(p) if digests is not None else sha256_file(p)
+        try:
+            digest = digests.digest(p) if digests is not None else sha256_file(p, untrusted=True)
+        except OSError:  # swapped for a link, FIFO or folder since the walk
+            problems.append(f"{e.path}: changed into something other than a regular file while checked")
+            continue
         actual[e.path] = digest
         if size != e.size:
             problems.append(f"{e.path}: altered (size {size} bytes, manifest says {e.size})")

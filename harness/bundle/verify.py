@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from harness.config.scoring import ScoringConfig
 
 OK, FAILED, SKIPPED, WARNING = "ok", "failed", "skipped", "warning"
-LEDGER = ".verify-ledger.json"  # judge-side record for --all, outside every bundle
 # Base models a bundle may name: the real Kolors and the built-in tiny one. `local:` paths are
 # refused: a bundle must not make the judges' machine load a folder the bundle chose.
 ALLOWED_BASES = ("tiny", "modelscope:Kwai-Kolors/Kolors-diffusers")
@@ -374,149 +373,15 @@ def _claims_check(bundle: Path, v: Verdict, intact: set[str], result: Rerun) -> 
     v.add("claimed scores", problems, "scores.json agrees with the re-score")
 
 
-def write_verdict(bundle: Path, verdict: Verdict) -> Path:
-    path = Path(bundle) / mf.VERDICT
-    if path.is_symlink():  # a bundle must not redirect the judges' write elsewhere
-        path.unlink()
-    elif path.exists() and not path.is_file():
-        raise HarnessError(f"{path}: exists and is not a file; cannot write the verdict")
-    tmp = path.with_name(f".{mf.VERDICT}.tmp")
-    tmp.write_text(json.dumps(verdict.to_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+_MOVED = {
+    "write_verdict", "find_bundles", "current_digest", "read_ledger", "Row", "verify_all", "summary_table"
+}
 
 
-def find_bundles(root: Path) -> list[Path]:
-    """Folders under `root` (at most two levels: <team>/<name>) that hold a manifest.json."""
-    found = []
-    for team in sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
-    ):
-        if (team / mf.MANIFEST).is_file():
-            found.append(team)
-            continue
-        for b in sorted(
-            p for p in team.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
-        ):
-            if (b / mf.MANIFEST).exists() or (b / mf.MANIFEST).is_symlink():
-                found.append(b)
-    return found
+def __getattr__(name: str):
+    """The batch side (verify_all, the ledger, verdict writing) lives in harness.bundle.batch."""
+    if name in _MOVED:
+        from harness.bundle import batch
 
-
-def current_digest(bundle: Path) -> str | None:
-    """The bundle digest as the files are now (None when the manifest is unreadable)."""
-    try:
-        manifest, raw = mf.read(bundle)
-    except HarnessError:
-        return None
-    _, actual, _ = mf.check_files(bundle, manifest)
-    return mf.bundle_digest(raw, actual)
-
-
-def read_ledger(root: Path) -> dict[str, Any]:
-    """The judges' record of what `verify --all` checked: {bundle key: {digest, verdict_sha256}}.
-
-    Empty when absent, unreadable, a symlink or not a mapping (it is rebuilt by the next run).
-    """
-    path = Path(root) / LEDGER
-    if path.is_symlink() or not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-@dataclass
-class Row:
-    bundle: Path
-    verdict: dict[str, Any]
-    skipped: bool
-
-
-def _verify_one(root: Path, bundle: Path, ledger: dict, *, force: bool, rerun: bool, scoring) -> Row:
-    """One bundle of a batch: its ledger-recorded verdict when nothing changed, else a fresh one."""
-    from harness.hashing import sha256_file
-
-    key = bundle.relative_to(root).as_posix()
-    entry = ledger.get(key) or {}
-    verdict_file = bundle / mf.VERDICT
-    if not force and entry and verdict_file.is_file() and not verdict_file.is_symlink():
-        if entry.get("digest") == current_digest(bundle) and entry.get("verdict_sha256") == sha256_file(
-            verdict_file
-        ):
-            try:
-                return Row(bundle, json.loads(verdict_file.read_text(encoding="utf-8")), True)
-            except (OSError, ValueError):
-                pass
-    try:
-        v = verify_bundle(bundle, rerun=rerun, scoring=scoring)
-    except HarnessError as e:
-        v = Verdict(str(bundle))
-        v.add("bundle", [str(e)])
-    except Exception as e:  # a bug must not stop the judges' batch; it is reported in the row
-        v = Verdict(str(bundle))
-        v.add("bundle", [f"internal error while verifying: {type(e).__name__}: {first_line(e)}"])
-    path = write_verdict(bundle, v)
-    ledger[key] = {"digest": v.digest, "verdict_sha256": sha256_file(path)}
-    return Row(bundle, v.to_json(), False)
-
-
-def verify_all(
-    root: str | Path, *, force: bool = False, rerun: bool = True, scoring=None, progress: bool = False
-) -> list[Row]:
-    """Verify every bundle under `root`, writing each verdict.json; broken bundles never stop it.
-
-    A bundle is skipped when the judges' ledger (`root/.verify-ledger.json`, outside every
-    bundle) records the same digest and the verdict.json it wrote is unchanged, unless `force`.
-    `progress`: a bar on stderr naming the bundle being verified and counting the failures.
-    """
-    from tqdm.auto import tqdm
-
-    from harness.models.loader import release_pipeline
-    from harness.score.models import release_scoring_models
-
-    root = Path(root)
-    if not root.is_dir():
-        raise HarnessError(f"{root}: no such folder")
-    ledger_path = root / LEDGER
-    ledger = read_ledger(root)
-    bundles = find_bundles(root)
-    rows: list[Row] = []
-    bar = tqdm(bundles, desc="verifying", unit="bundle", disable=not progress or not bundles)
-    try:  # one Kolors for all re-renders (each bundle's LoRA swapped in), one set of scorers
-        for b in bar:
-            bar.set_postfix_str(b.relative_to(root).as_posix(), refresh=True)
-            rows.append(_verify_one(root, b, ledger, force=force, rerun=rerun, scoring=scoring))
-            failed = sum(r.verdict.get("verdict") != "pass" for r in rows)
-            bar.set_description(f"verifying ({failed} failed)" if failed else "verifying", refresh=False)
-    finally:
-        bar.close()
-        release_pipeline()
-        release_scoring_models()
-    tmp = ledger_path.with_name(f".{LEDGER}.tmp")
-    tmp.write_text(json.dumps(ledger, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, ledger_path)
-    return rows
-
-
-def summary_table(rows: list[Row]) -> str:
-    """team, name, files ok, gate, reproducibility, verdict: one line per bundle."""
-    header = ("team", "name", "files ok", "gate", "reproducibility", "verdict")
-    lines = [header]
-    for r in rows:
-        d = r.verdict
-        lines.append(
-            (
-                str(d.get("team") or "?"),
-                str(d.get("name") or r.bundle.name),
-                f"{d.get('files_ok', 0)}/{d.get('files_total', 0)}",
-                str(d.get("gate")),
-                str(d.get("reproducibility")),
-                str(d.get("verdict")) + (" (unchanged, skipped)" if r.skipped else ""),
-            )
-        )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
-    return "\n".join(out)
+        return getattr(batch, name)
+    raise AttributeError(name)

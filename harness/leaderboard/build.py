@@ -40,7 +40,7 @@ def scan(root: Path, *, threshold: float, progress: bool = True, digests: Path |
         raise HarnessError(f"{root}: no such submissions folder")
     ledger = read_ledger(root)
     bundles = find_bundles(root)
-    cache = DigestCache(digests, prune=True) if digests is not None else None
+    cache = DigestCache(digests, prune=True, untrusted=True) if digests is not None else None
     entries = [
         read_entry(root, b, threshold=threshold, ledger=ledger, digests=cache)
         for b in tqdm(bundles, desc="indexing bundles", unit="bundle", disable=not progress, leave=False)

@@ -1,0 +1,338 @@
+"""Judging many untrusted bundles: one bundle's guarded unit of work, the batch loop, the ledger.
+
+Owns: `judge_one` (verify one bundle under a guard and a time limit, write its verdict without
+following anything planted, and return the verdict as data), `verify_all` (the local loop over
+a folder of bundles), the judges' ledger beside the bundles, and the summary table. A bundle that
+raises, hangs past the time limit or cannot take its verdict file becomes a failed row with its
+reason; the batch and the ledger always go on. What a verdict says is `verify.py`'s business.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from harness.bundle import manifest as mf
+from harness.bundle.verify import Verdict, verify_bundle
+from harness.errors import HarnessError, first_line
+
+LEDGER = ".verify-ledger.json"  # judge-side record for --all, outside every bundle
+LOCK = ".verify-ledger.lock"
+DEFAULT_TIME_LIMIT = 1800.0  # seconds per bundle; a 50-step 1024 px re-render takes ~15 s on a GPU
+MAX_LEDGER_BYTES = 256 << 20
+_STALE_TMP = re.compile(r"\.verdict\.json\.[0-9a-f]{16}\.tmp")
+
+
+class BundleTimeout(BaseException):
+    """Raised in the judging thread when a bundle runs past its time limit. A BaseException, so
+    that no `except Exception` on the way (library or ours) swallows it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise BundleTimeout in this thread after `seconds` (SIGALRM; the main thread only: in
+    other threads, or with no limit, the body runs unbounded)."""
+    usable = (
+        seconds
+        and seconds > 0
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def _expire(signum, frame):
+        raise BundleTimeout()
+
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def clear_stale_temps(bundle: Path) -> None:
+    """Remove verdict temp files a killed verify left in `bundle` (only the harness's own names;
+    unlinking a name never follows it), so a rerun does not count them as extra files."""
+    try:
+        names = os.listdir(bundle)
+    except OSError:
+        return
+    for name in names:
+        if _STALE_TMP.fullmatch(name):
+            with contextlib.suppress(OSError):
+                os.unlink(bundle / name)
+
+
+def write_verdict(bundle: Path, verdict: Verdict) -> Path:
+    """verdict.json in `bundle` through `safeio.write_atomic`: a planted link at the name (or at any
+    temp name) is never written through; a planted folder there is refused with one line."""
+    from harness.safeio import write_json
+
+    return write_json(Path(bundle) / mf.VERDICT, verdict.to_json())
+
+
+def find_bundles(root: Path) -> list[Path]:
+    """Folders under `root` (at most two levels: <team>/<name>) that hold a manifest.json."""
+
+    def folders(parent: Path) -> list[Path]:
+        try:
+            entries = sorted(parent.iterdir())
+        except OSError:
+            return []
+        return [p for p in entries if not p.name.startswith(".") and p.is_dir() and not p.is_symlink()]
+
+    found = []
+    for team in folders(root):
+        if (team / mf.MANIFEST).is_file():
+            found.append(team)
+            continue
+        for b in folders(team):
+            if os.path.lexists(b / mf.MANIFEST):
+                found.append(b)
+    return found
+
+
+def current_digest(bundle: Path) -> str | None:
+    """The bundle digest as the files are now (None when the manifest is unreadable)."""
+    try:
+        manifest, raw = mf.read(bundle)
+    except HarnessError:
+        return None
+    _, actual, _ = mf.check_files(bundle, manifest)
+    return mf.bundle_digest(raw, actual)
+
+
+def read_ledger(root: Path) -> dict[str, Any]:
+    """The judges' record of what `verify --all` checked: {bundle key: {digest, verdict_sha256,
+    verdict, written}}. Empty when absent, unreadable, a link or not a mapping (the next run
+    rebuilds it)."""
+    from harness.safeio import read_json
+
+    try:
+        data = read_json(Path(root) / LEDGER, max_bytes=MAX_LEDGER_BYTES, max_depth=64)
+    except HarnessError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_ledger(root: Path, ledger: dict[str, Any]) -> None:
+    from harness.safeio import write_json
+
+    write_json(Path(root) / LEDGER, ledger)
+
+
+@contextlib.contextmanager
+def ledger_lock(root: Path) -> Iterator[None]:
+    """One `verify --all` per root at a time: a second one refuses with one line instead of
+    racing on the ledger. flock is released when the process dies, so kill -9 never leaves a
+    stale lock."""
+    import fcntl
+
+    path = Path(root) / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise HarnessError(f"{path}: cannot take the judges' lock ({e.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                busy = f"{root}: another `harness verify --all` is running on this folder"
+                raise HarnessError(busy) from None
+            raise
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Row:
+    bundle: Path
+    verdict: dict[str, Any]
+    skipped: bool
+
+
+def _guarded_verdict(bundle: Path, *, rerun: bool, scoring, time_limit_s: float | None) -> Verdict:
+    """verify_bundle under the time limit; whatever goes wrong becomes the verdict's reason."""
+    try:
+        with time_limit(time_limit_s):
+            return verify_bundle(bundle, rerun=rerun, scoring=scoring)
+    except BundleTimeout:
+        from harness.models.loader import release_pipeline
+
+        release_pipeline()  # a render cut short may leave the kept pipeline half-swapped
+        v = Verdict(str(bundle))
+        v.add("bundle", [f"stopped: verifying took longer than the limit of {time_limit_s:g} s"])
+        return v
+    except HarnessError as e:
+        v = Verdict(str(bundle))
+        v.add("bundle", [str(e)])
+        return v
+    except RecursionError:
+        v = Verdict(str(bundle))
+        v.add("bundle", ["refused: nested too deeply to check"])
+        return v
+    except MemoryError:
+        v = Verdict(str(bundle))
+        v.add("bundle", ["refused: checking it ran out of memory"])
+        return v
+    except Exception as e:  # a bug must not stop the judges' batch; it is reported in the row
+        v = Verdict(str(bundle))
+        v.add("bundle", [f"internal error while verifying: {type(e).__name__}: {first_line(e)}"])
+        return v
+
+
+def judge_one(
+    bundle: Path,
+    *,
+    rerun: bool = True,
+    scoring=None,
+    time_limit_s: float | None = DEFAULT_TIME_LIMIT,
+) -> tuple[Verdict, Path | None]:
+    """Judge one bundle: clear stale temps, verify under the guard, write verdict.json safely.
+
+    Returns (verdict, path written or None). When the verdict cannot be written safely (a folder
+    or special file planted at verdict.json, a read-only bundle) the verdict fails with that
+    reason and is still returned, so the caller can record it in the ledger.
+    """
+    clear_stale_temps(bundle)
+    v = _guarded_verdict(bundle, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s)
+    try:
+        return v, write_verdict(bundle, v)
+    except HarnessError as e:
+        v.add("verdict file", [f"not written: {e}"])
+        return v, None
+
+
+def _skip_unchanged(bundle: Path, entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The recorded verdict when the ledger vouches for it (same digest, same verdict bytes)."""
+    from harness.hashing import sha256_bytes
+    from harness.safeio import loads_json, read_bytes
+
+    if not entry or entry.get("digest") is None or entry.get("digest") != current_digest(bundle):
+        return None
+    if not entry.get("written", True):
+        recorded = entry.get("verdict")
+        return recorded if isinstance(recorded, dict) else None
+    try:
+        raw = read_bytes(bundle / mf.VERDICT, max_bytes=mf.CAPS["text"])
+        if sha256_bytes(raw) != entry.get("verdict_sha256"):
+            return None
+        data = loads_json(raw.decode("utf-8"), source=mf.VERDICT, max_depth=16)
+    except (HarnessError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _verify_one(
+    root: Path, bundle: Path, ledger: dict, *, force: bool, rerun: bool, scoring, time_limit_s
+) -> Row:
+    """One bundle of a batch: its ledger-recorded verdict when nothing changed, else a fresh one."""
+    from harness.hashing import sha256_file
+
+    key = bundle.relative_to(root).as_posix()
+    if not force:
+        try:
+            recorded = _skip_unchanged(bundle, ledger.get(key) or {})
+        except Exception:  # an unreadable bundle is simply verified again
+            recorded = None
+        if recorded is not None:
+            return Row(bundle, recorded, True)
+    v, path = judge_one(bundle, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s)
+    data = v.to_json()
+    digest = None
+    if path is not None:
+        try:
+            digest = sha256_file(path, untrusted=True)
+        except OSError:
+            path = None
+    ledger[key] = {"digest": v.digest, "verdict_sha256": digest, "written": path is not None, "verdict": data}
+    return Row(bundle, data, False)
+
+
+def verify_all(
+    root: str | Path,
+    *,
+    force: bool = False,
+    rerun: bool = True,
+    scoring=None,
+    progress: bool = False,
+    time_limit_s: float | None = DEFAULT_TIME_LIMIT,
+) -> list[Row]:
+    """Verify every bundle under `root`, writing each verdict.json; no bundle stops the batch.
+
+    A bundle is skipped when the judges' ledger (`root/.verify-ledger.json`, outside every
+    bundle) records the same digest and the verdict.json it wrote is unchanged, unless `force`.
+    The ledger is written after every bundle, so a batch killed midway resumes where it stopped.
+    `progress`: a bar on stderr naming the bundle being verified and counting the failures.
+    `time_limit_s`: per bundle; past it the bundle is a failed row (None or 0: no limit).
+    """
+    from tqdm.auto import tqdm
+
+    from harness.models.loader import release_pipeline
+    from harness.score.models import release_scoring_models
+
+    root = Path(root)
+    if root.is_symlink() or not root.is_dir():
+        raise HarnessError(f"{root}: no such folder")
+    rows: list[Row] = []
+    with ledger_lock(root):
+        ledger = read_ledger(root)
+        bundles = find_bundles(root)
+        bar = tqdm(bundles, desc="verifying", unit="bundle", disable=not progress or not bundles)
+        try:  # one Kolors for all re-renders (each bundle's LoRA swapped in), one set of scorers
+            for b in bar:
+                bar.set_postfix_str(_shown(b.relative_to(root).as_posix()), refresh=True)
+                rows.append(
+                    _verify_one(
+                        root, b, ledger, force=force, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s
+                    )
+                )
+                write_ledger(root, ledger)
+                failed = sum(r.verdict.get("verdict") != "pass" for r in rows)
+                bar.set_description(f"verifying ({failed} failed)" if failed else "verifying", refresh=False)
+        finally:
+            bar.close()
+            release_pipeline()
+            release_scoring_models()
+            write_ledger(root, ledger)
+    return rows
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A folder name as one printable line (a team picks its folder's name)."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summary_table(rows: list[Row]) -> str:
+    """team, name, files ok, gate, reproducibility, verdict: one line per bundle."""
+    header = ("team", "name", "files ok", "gate", "reproducibility", "verdict")
+    lines = [header]
+    for r in rows:
+        d = r.verdict
+        lines.append(
+            (
+                _shown(str(d.get("team") or "?")),
+                _shown(str(d.get("name") or r.bundle.name)),
+                f"{d.get('files_ok', 0)}/{d.get('files_total', 0)}",
+                _shown(str(d.get("gate"))),
+                _shown(str(d.get("reproducibility"))),
+                _shown(str(d.get("verdict"))) + (" (unchanged, skipped)" if r.skipped else ""),
+            )
+        )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
+    return "\n".join(out)
