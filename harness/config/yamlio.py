@@ -181,7 +181,8 @@ def _check_expansion(root: yaml.Node | None, path: Path) -> None:
         if key in size:
             continue
         if key in on_stack:
-            raise HarnessError(f"{path}:{node.start_mark.line + 1}: an alias refers to itself (recursive data)")
+            line = node.start_mark.line + 1
+            raise HarnessError(f"{path}:{line}: an alias refers to itself (recursive data)")
         on_stack.add(key)
         stack.append((node, True))
         if isinstance(node, yaml.MappingNode):
@@ -206,7 +207,8 @@ def _check_duplicates(root: yaml.Node | None, path: Path) -> None:
                     raise HarnessError(f"{path}:{key.start_mark.line + 1}: a key must be plain text")
                 if k in seen:
                     raise HarnessError(
-                        f"{path}:{key.start_mark.line + 1}: duplicate key {k!r} (first given on line {seen[k]})"
+                        f"{path}:{key.start_mark.line + 1}: duplicate key {k!r} "
+                        f"(first given on line {seen[k]})"
                     )
                 seen[k] = key.start_mark.line + 1
                 stack.append(value)
