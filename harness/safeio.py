@@ -204,9 +204,24 @@ def write_atomic(path: str | Path, data: str | bytes, *, mode: int = 0o644) -> P
     return path
 
 
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    """`obj` as indented UTF-8 JSON through `write_atomic`."""
-    return write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    """`obj` as indented UTF-8 JSON through `write_atomic`. Strict JSON, as `loads_json` reads it:
+    a NaN or infinite number is written as null."""
+    try:
+        text = json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(obj), ensure_ascii=False, indent=2, allow_nan=False)
+    return write_atomic(path, text + "\n")
 
 
 def inside(root: str | Path, path: str | Path) -> bool:
