@@ -23,7 +23,7 @@ def _err(capsys) -> str:
         ({"lora": {"rank": 0}}, "lora.rank"),
         ({"lora": {"rank": 4096}}, "lora.rank"),
         ({"lora": {"alpha": -1.0}}, "lora.alpha"),
-        ({"optimizer": {"learning_rate": "1e-4"}}, "write it with a dot"),
+        ({"optimizer": {"learning_rate": "1.0e-4"}}, "is quoted, so it is text"),  # dumped as a quoted string
         ({"resoluton": 64}, "unknown field"),
         ({"resolution": 100}, "multiple of 8"),
         ({"mixed_precision": "fp8"}, "mixed_precision"),

@@ -1,7 +1,10 @@
 """The training config: one strict pydantic model that mirrors the training YAML one to one.
 
 Owns: the schema of `harness train CONFIG`, its value ranges, path resolution relative to the
-config file, and `load_training_config`. Must not load models, read images or write files.
+config file (data.path, data.prepared and a `local:` base_model; `~`, `..` and absolute paths are
+allowed, since participants own their machine: the prepared folder is then still replaced only
+when the harness made it, see `harness.ownership`), and `load_training_config`. Must not load
+models, read images or write files.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ MAX_RANK = 1024
 
 
 def _float_like(v):
-    """YAML 1.1 reads `1e-4` as text; say so instead of a bare type error."""
+    """A quoted number is text; say so instead of a bare type error."""
     if isinstance(v, str):
         try:
             float(v)
         except ValueError:
             return v
-        raise ValueError(f"YAML reads {v!r} as text: write it with a dot, e.g. 1.0e-4")
+        raise ValueError(f"{v!r} is quoted, so it is text: write it without quotes, e.g. 1.0e-4")
     return v
 
 
@@ -165,15 +168,30 @@ class LoadedTrainingConfig:
         return self.resolve(self.config.data.path) if self.config.data.path else None
 
     @property
+    def model_ref(self):
+        """The base model reference, a relative `local:` path made relative to the config file."""
+        from dataclasses import replace
+
+        from harness.models.refs import parse_ref
+
+        ref = parse_ref(self.config.base_model)
+        if ref.source == "local":
+            ref = replace(ref, location=str(self.resolve(ref.location)))
+        return ref
+
+    @property
     def prepared_dir(self) -> Path:
         if self.config.data.prepared:
             return self.resolve(self.config.data.prepared)
         return self.path.parent / "prepared" / self.path.stem
 
 
-def load_training_config(path: str | Path) -> LoadedTrainingConfig:
-    """Read and validate a training config; any problem raises one HarnessError line."""
-    doc = read_yaml(path)
+def load_training_config(path: str | Path, *, follow_links: bool = False) -> LoadedTrainingConfig:
+    """Read and validate a training config; any problem raises one HarnessError line.
+
+    `follow_links` only for a path the user typed; a config named inside a story is read
+    without following a link."""
+    doc = read_yaml(path, follow_links=follow_links)
     expect_kind(doc, "training")
     cfg = parse_model(doc, TrainingConfig)
     loaded = LoadedTrainingConfig(cfg, doc)

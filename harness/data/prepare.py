@@ -1,10 +1,13 @@
 """`harness data prepare`: read a source, drop what cannot be trained on, write a prepared folder.
 
-Owns: the filters (readable image, caption present, minimum width/height, aspect range), the
-report (counts per filter and every skipped file with its reason), the prepared folder layout
-(images/, metadata.csv with file_name,text, report.json) and the data hash training keys on.
-The folder is written to a staging directory and swapped in whole, so a failure or an empty
-result never leaves a half-written folder. Must not load models.
+Owns: the filters (a plain file inside the source folder, readable image, caption present,
+minimum width/height, aspect range), the report (counts per filter and every skipped file with
+its reason), the prepared folder layout (images/, metadata.csv with file_name,text, report.json)
+and the data hash training keys on. Images are copied into a staging directory without following
+links (and checked there, so what is checked is what is kept); the folder is swapped in whole, so
+a failure or an empty result never leaves a half-written folder. The prepared folder is replaced
+only when `harness.ownership` says the harness made it (report.json is its marker); anything
+else there is refused before a byte is read or written. Must not load models.
 """
 
 from __future__ import annotations
@@ -12,22 +15,34 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config.training import LoadedTrainingConfig
 from harness.data.images import check_image
-from harness.data.sources import METADATA, RawItem, folder_items, modelscope_items, source_files
+from harness.data.sources import METADATA, RawItem, folder_items, modelscope_items, unsafe_reason, walk
 from harness.errors import HarnessError
-from harness.hashing import sha256_file
+from harness.ownership import Purpose, check_replaceable
+from harness.safeio import read_json, write_atomic, write_json
 
 REPORT = "report.json"
 IMAGES = "images"
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2
+MAX_REPORT_BYTES = 64 * 1024 * 1024
+MAX_IMAGE_BYTES = 256 * 1024 * 1024  # per source file; the pixel cap decides first for real images
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_ITEM_FILE = re.compile(rf"{IMAGES}/[0-9]{{6}}\.[a-z0-9]{{1,8}}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _valid_file(name: object) -> bool:
+    return isinstance(name, str) and _ITEM_FILE.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -56,15 +71,64 @@ def data_hash(items: list[PreparedItem]) -> str:
     return h.hexdigest()
 
 
-def _fingerprint(loaded: LoadedTrainingConfig) -> dict:
+def _prepared_stray(folder: Path, marker: dict) -> str | None:
+    """The first entry of a prepared folder that `prepare` did not write (None: all ours)."""
+    items = marker.get("items") if isinstance(marker.get("items"), list) else []
+    ours = {
+        it["file"].removeprefix(f"{IMAGES}/")
+        for it in items
+        if isinstance(it, dict) and _valid_file(it.get("file"))
+    }
+    for name in sorted(os.listdir(folder)):
+        if name in (REPORT, METADATA):
+            continue
+        if name != IMAGES:
+            return name
+        if not stat.S_ISDIR(os.lstat(folder / IMAGES).st_mode):
+            return IMAGES
+        for inner in sorted(os.listdir(folder / IMAGES)):
+            if inner not in ours:
+                return f"{IMAGES}/{inner}"
+    return None
+
+
+PREPARED = Purpose("a prepared dataset", REPORT, "harness.data.prepare", MAX_REPORT_BYTES, _prepared_stray)
+
+
+def prepared_target(loaded: LoadedTrainingConfig, out: Path | None = None) -> tuple[Path, str]:
+    """(the prepared folder, how messages name it: the --out flag or the config's file and field)."""
+    if out is not None:
+        return Path(out), f"--out {out}"
+    path = loaded.prepared_dir
+    if loaded.config.data.prepared:
+        line = loaded.doc.line_of(("data", "prepared"))
+        where = f"{loaded.path}:{line}" if line else str(loaded.path)
+        return path, f"{where}: data.prepared: {path}"
+    return path, f"{loaded.path}: default prepared folder {path}"
+
+
+def check_target(loaded: LoadedTrainingConfig, target: Path, label: str) -> str:
+    """Refuse (one line, nothing written) a prepared folder the harness may not replace: a link,
+    a file, a folder it did not make, or the data source folder itself or one that holds it."""
+    state = check_replaceable(target, PREPARED, label=label)
+    if loaded.config.data.source == "folder" and loaded.data_path is not None:
+        t, src = Path(os.path.abspath(target)), Path(os.path.abspath(loaded.data_path))
+        if t == src or t in src.parents:
+            raise HarnessError(
+                f"{label}: is the data source folder or holds it; choose a folder outside data.path"
+            )
+    return state
+
+
+def _fingerprint(loaded: LoadedTrainingConfig, exclude: Path) -> dict:
     d = loaded.config.data
     spec = d.model_dump(mode="json", exclude={"prepared", "path"})
     out = {"version": PREPARE_VERSION, "data": spec}
     if d.source == "folder":
-        root = loaded.data_path.resolve()
+        # Every entry as lstat sees it: a link replaced by a file (or the reverse) re-prepares.
         out["files"] = [
-            [p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns]
-            for p in source_files(root, loaded.prepared_dir)
+            [e.rel, stat.S_IFMT(e.mode), e.size, e.mtime_ns, e.nlink]
+            for e in walk(Path(os.path.abspath(loaded.data_path)), exclude)
         ]
     return out
 
@@ -81,40 +145,100 @@ def _describe_counts(counts: dict[str, int]) -> str:
 def prepare(loaded: LoadedTrainingConfig, out: Path | None = None) -> PreparedData:
     """Build the prepared folder for `loaded` (default: its `data.prepared`); see module docstring."""
     d = loaded.config.data
-    out = Path(out) if out is not None else loaded.prepared_dir
+    target, label = prepared_target(loaded, out)
+    check_target(loaded, target, label)  # before anything is read or written
     from harness.paths import cache_dir
 
     if d.source == "folder":
-        items, ignored = folder_items(loaded.data_path, d.caption, exclude=out)
+        items, ignored = folder_items(loaded.data_path, d.caption, exclude=target)
         if d.max_images is not None:
             items = items[: d.max_images]
     else:
         items = modelscope_items(loaded, cache_dir() / "modelscope-datasets")
         ignored = []
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        result = _write(loaded, items, ignored, staging)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(staging, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        result = _write(loaded, items, ignored, staging, target)
+        state = check_target(loaded, target, label)  # again: the folder may have changed meanwhile
+        try:
+            if state == "absent":
+                os.rename(staging, target)  # fails, rather than merges, if a folder appeared
+            else:
+                trash = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+                os.replace(target, trash / "old")
+                os.replace(staging, target)
+                shutil.rmtree(trash, ignore_errors=True)
+        except OSError as e:
+            raise HarnessError(f"{label}: could not be replaced ({e.strerror}); nothing changed") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    result.folder = out
+    result.folder = target
     return result
 
 
-def _write(loaded: LoadedTrainingConfig, items: list[RawItem], ignored, staging: Path) -> PreparedData:
+def _copy_in(src: Path, dst: Path) -> tuple[str | None, str]:
+    """Copy a dataset file into the staging folder without following a link or opening a FIFO:
+    (reason it was refused or None, sha256 of the bytes copied)."""
+    try:
+        fd = os.open(src, _READ)
+    except OSError as e:
+        return f"not opened ({e.strerror}; links are not followed)", ""
+    h = hashlib.sha256()
+    try:
+        st = os.fstat(fd)
+        reason = unsafe_reason(st.st_mode, st.st_nlink)
+        if reason is None and st.st_size > MAX_IMAGE_BYTES:
+            reason = f"{st.st_size} bytes is over the cap of {MAX_IMAGE_BYTES}"
+        if reason is not None:
+            return reason, ""
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+        try:
+            left = MAX_IMAGE_BYTES + 1
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 20))
+                if not chunk:
+                    break
+                h.update(chunk)
+                left -= len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view) :]
+        finally:
+            os.close(out)
+        if left <= 0:
+            dst.unlink()
+            return f"over the cap of {MAX_IMAGE_BYTES} bytes", ""
+    finally:
+        os.close(fd)
+    return None, h.hexdigest()
+
+
+def sha256_nofollow(path: Path) -> str | None:
+    """sha256 of a regular file opened without following a link; None for anything else."""
+    try:
+        fd = os.open(path, _READ)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        h = hashlib.sha256()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write(
+    loaded: LoadedTrainingConfig, items: list[RawItem], ignored, staging: Path, target: Path
+) -> PreparedData:
     d = loaded.config.data
     (staging / IMAGES).mkdir()
     counts = {
         "unreadable or not an image": 0,
+        "a link, special file or unsafe caption file (not read)": 0,
         "without a caption": 0,
         f"narrower than min_width {d.min_width}": 0,
         f"lower than min_height {d.min_height}": 0,
@@ -124,45 +248,60 @@ def _write(loaded: LoadedTrainingConfig, items: list[RawItem], ignored, staging:
     skipped: list[dict] = [{"file": f, "reason": r} for f, r in ignored]
     kept: list[PreparedItem] = []
     for raw in items:
+        if raw.problem is not None:
+            counts[keys[1]] += 1
+            skipped.append({"file": raw.name, "reason": raw.problem})
+            continue
         src = raw.path
         tmp_png = None
+        digest = ""
         if src is None:
             # A decoded dataset row: store it losslessly, then judge the stored file like any other.
             tmp_png = staging / ".row.png"
             try:
                 raw.image.save(tmp_png, format="PNG")  # type: ignore[union-attr]
-                src = tmp_png
             except Exception as e:  # anything the dataset library hands back that PIL cannot save
                 counts[keys[0]] += 1
                 skipped.append({"file": raw.name, "reason": f"unreadable: {type(e).__name__}"})
+                tmp_png.unlink(missing_ok=True)
                 continue
-        check = check_image(src)
+        else:
+            # Copied first (no link followed, no FIFO opened), then judged: what is checked is kept.
+            tmp_png = staging / ".item"
+            refused, digest = _copy_in(src, tmp_png)
+            if refused is not None:
+                counts[keys[1]] += 1
+                skipped.append({"file": raw.name, "reason": refused})
+                continue
+        check = check_image(tmp_png)
         reason = None
         if not check.ok:
             reason, key = check.reason, keys[0]
         elif raw.caption is None or not raw.caption.strip():
-            reason, key = "no caption (no metadata.csv row, .txt sidecar or data.caption)", keys[1]
+            reason, key = "no caption (no metadata.csv row, .txt sidecar or data.caption)", keys[2]
         elif check.width < d.min_width:
-            reason, key = f"{check.width}x{check.height} is narrower than min_width {d.min_width}", keys[2]
+            reason, key = f"{check.width}x{check.height} is narrower than min_width {d.min_width}", keys[3]
         elif check.height < d.min_height:
-            reason, key = f"{check.width}x{check.height} is lower than min_height {d.min_height}", keys[3]
+            reason, key = f"{check.width}x{check.height} is lower than min_height {d.min_height}", keys[4]
         elif not _aspect_ok(check.width, check.height, d.min_aspect, d.max_aspect):
             ratio = check.width / check.height
-            reason, key = f"aspect {ratio:.3f} outside {d.min_aspect}-{d.max_aspect}", keys[4]
+            reason, key = f"aspect {ratio:.3f} outside {d.min_aspect}-{d.max_aspect}", keys[5]
         if reason is not None:
             counts[key] += 1
             skipped.append({"file": raw.name, "reason": reason})
-            if tmp_png is not None:
-                tmp_png.unlink(missing_ok=True)
+            tmp_png.unlink(missing_ok=True)
             continue
-        ext = ".png" if tmp_png is not None else src.suffix.lower() or f".{check.format.lower()}"
-        rel = f"{IMAGES}/{len(kept):06d}{ext}"
-        if tmp_png is not None:
-            os.replace(tmp_png, staging / rel)
+        if src is None:
+            ext = ".png"
         else:
-            shutil.copyfile(src, staging / rel)
+            suffix = src.suffix.lower()
+            ext = suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else f".{check.format.lower() or 'img'}"
+        rel = f"{IMAGES}/{len(kept):06d}{ext}"
+        os.replace(tmp_png, staging / rel)
         kept.append(
-            PreparedItem(rel, raw.caption.strip(), check.width, check.height, sha256_file(staging / rel))
+            PreparedItem(
+                rel, raw.caption.strip(), check.width, check.height, digest or sha256_nofollow(staging / rel)
+            )
         )
 
     if not kept:
@@ -175,7 +314,7 @@ def _write(loaded: LoadedTrainingConfig, items: list[RawItem], ignored, staging:
     writer.writerow(["file_name", "text"])
     for it in kept:
         writer.writerow([it.file, it.caption])
-    (staging / METADATA).write_text(buf.getvalue(), encoding="utf-8")
+    write_atomic(staging / METADATA, buf.getvalue())
     digest = data_hash(kept)
     report = {
         "kind": "harness.data.prepare",
@@ -186,31 +325,55 @@ def _write(loaded: LoadedTrainingConfig, items: list[RawItem], ignored, staging:
         "skipped": skipped,
         "data_sha256": digest,
         "items": [it.__dict__ for it in kept],
-        "fingerprint": _fingerprint(loaded),
+        "fingerprint": _fingerprint(loaded, target),
     }
-    (staging / REPORT).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    write_json(staging / REPORT, report)
     return PreparedData(staging, kept, digest, report)
 
 
 def load_prepared(folder: Path) -> PreparedData | None:
-    """Read a prepared folder back; None when it is absent or not a complete prepare output."""
+    """Read a prepared folder back; None when it is absent or not a complete, well-formed
+    prepare output (every item a plain file images/NNNNNN.ext inside it, nothing followed)."""
     try:
-        report = json.loads((folder / REPORT).read_text(encoding="utf-8"))
+        report = read_json(folder / REPORT, max_bytes=MAX_REPORT_BYTES)
+    except HarnessError:
+        return None
+    if not isinstance(report, dict) or report.get("kind") != "harness.data.prepare":
+        return None
+    try:
         items = [PreparedItem(**it) for it in report["items"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return None
-    if not all((folder / it.file).is_file() for it in items):
+    for it in items:
+        if not (
+            _valid_file(it.file)
+            and isinstance(it.caption, str)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (it.width, it.height))
+            and isinstance(it.sha256, str)
+            and _SHA256.fullmatch(it.sha256)
+        ):
+            return None
+        try:
+            st = os.lstat(folder / it.file)
+        except OSError:
+            return None
+        if unsafe_reason(st.st_mode, st.st_nlink) is not None:
+            return None
+    digest = report.get("data_sha256")
+    if not isinstance(digest, str) or digest != data_hash(items):
         return None
-    return PreparedData(folder, items, report["data_sha256"], report, reused=True)
+    return PreparedData(folder, items, digest, report, reused=True)
 
 
 def ensure_prepared(loaded: LoadedTrainingConfig) -> PreparedData:
     """The prepared data for `loaded`: reused when the source and filters are unchanged, else rebuilt."""
-    existing = load_prepared(loaded.prepared_dir)
-    if existing is not None and existing.report.get("fingerprint") == _fingerprint(loaded):
+    target, label = prepared_target(loaded)
+    check_target(loaded, target, label)
+    existing = load_prepared(target)
+    if existing is not None and existing.report.get("fingerprint") == _fingerprint(loaded, target):
         # A modelscope source is not re-downloaded; a folder source re-prepares when any file changed.
         for it in existing.items:
-            if sha256_file(existing.folder / it.file) != it.sha256:
+            if sha256_nofollow(existing.folder / it.file) != it.sha256:
                 break
         else:
             return existing

@@ -1,22 +1,32 @@
 """List the raw items of a data source: a local folder with captions, or a ModelScope dataset.
 
 Owns: caption discovery (metadata.csv with file_name,text as in the baseline, or .txt sidecars,
-or one fixed caption) and the ModelScope download. Checks nothing about pixels: that is
-`images.py`'s job. A caption file that names missing images is an error, not a skip.
+or one fixed caption), the ModelScope download, and what of a dataset folder is read at all.
+The folder is walked with lstat only: a symlink (to a file, to a folder, or dangling), a FIFO,
+a socket, a device file or a file with more than one hard link is never opened; it is listed
+with its reason and skipped, so nothing outside the folder enters the prepared set. Captions are
+read with the bounded no-follow reader. Checks nothing about pixels: that is `images.py`'s job.
+A caption file that names missing images is an error, not a skip.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config.training import LoadedTrainingConfig
 from harness.errors import HarnessError, first_line
+from harness.safeio import read_text
 
 METADATA = "metadata.csv"
 _NOT_IMAGES = {".txt", ".csv", ".json", ".md", ".yaml", ".yml"}
+MAX_ENTRIES = 200_000  # files and folders in one dataset folder; beyond that it is not a dataset
+MAX_CAPTION_BYTES = 64 * 1024  # Kolors reads 256 tokens; a longer sidecar is not a caption
+MAX_METADATA_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -25,87 +35,192 @@ class RawItem:
     path: Path | None  # a file on disk, or None when `image` holds a decoded PIL image
     caption: str | None
     image: object | None = None
+    problem: str | None = None  # a reason to skip it found while listing (an unsafe caption file)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One name under a dataset folder, as lstat saw it (nothing followed)."""
+
+    rel: str  # posix path relative to the folder
+    mode: int
+    size: int
+    mtime_ns: int
+    nlink: int
+
+    @property
+    def regular(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+
+def unsafe_reason(mode: int, nlink: int) -> str | None:
+    """Why an entry is not read (None for a plain file with one name)."""
+    if stat.S_ISLNK(mode):
+        return "a symlink (not followed: only files inside the dataset folder are read)"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (not a file; never opened)"
+    if stat.S_ISSOCK(mode):
+        return "a socket (not a file; never opened)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file (never opened)"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if nlink > 1:
+        return (
+            f"has {nlink} hard links (it may be a file from outside the dataset folder); "
+            "copy it to give it its own bytes"
+        )
+    return None
+
+
+def walk(folder: Path, exclude: Path | None = None) -> list[Entry]:
+    """Every non-hidden entry under `folder` (files, links, special files), sorted, via lstat.
+
+    Symlinked folders are listed, never entered; real folders are entered; hidden names (a
+    leading dot) and the `exclude` folder (the prepared output, when it sits inside) are left out.
+    """
+    ex = Path(os.path.abspath(exclude)) if exclude is not None else None
+    out: list[Entry] = []
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(dirpath)
+        keep = []
+        for d in sorted(dirnames):
+            p = here / d
+            if d.startswith(".") or (ex is not None and Path(os.path.abspath(p)) == ex):
+                continue
+            st = os.lstat(p)
+            if stat.S_ISDIR(st.st_mode):
+                keep.append(d)
+            else:  # a symlink to a folder: os.walk lists it among the folders
+                out.append(Entry(p.relative_to(folder).as_posix(), st.st_mode, st.st_size, st.st_mtime_ns, 1))
+        dirnames[:] = keep
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            p = here / name
+            st = os.lstat(p)
+            out.append(
+                Entry(p.relative_to(folder).as_posix(), st.st_mode, st.st_size, st.st_mtime_ns, st.st_nlink)
+            )
+        seen += len(dirnames) + len(filenames)
+        if seen > MAX_ENTRIES:
+            raise HarnessError(f"{folder}: more than {MAX_ENTRIES} files and folders; not a dataset folder")
+    return sorted(out, key=lambda e: e.rel)
+
+
+def source_files(folder: Path, exclude: Path | None = None) -> list[Path]:
+    """Plain files under `folder` (one hard link, not a symlink), sorted, without hidden ones."""
+    return [folder / e.rel for e in walk(folder, exclude) if unsafe_reason(e.mode, e.nlink) is None]
 
 
 def _read_metadata(folder: Path) -> list[tuple[str, str]]:
     path = folder / METADATA
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise HarnessError(f"{path}: not UTF-8 text") from None
+    st = os.lstat(path)
+    reason = unsafe_reason(st.st_mode, st.st_nlink)
+    if reason is not None:
+        raise HarnessError(f"{path}: not read: {reason}")
+    text = read_text(path, max_bytes=MAX_METADATA_BYTES)
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or "file_name" not in reader.fieldnames or "text" not in reader.fieldnames:
         raise HarnessError(f"{path}: needs the columns file_name,text (found {reader.fieldnames})")
     rows = []
-    for lineno, row in enumerate(reader, start=2):
-        name = (row.get("file_name") or "").strip()
-        if not name:
-            raise HarnessError(f"{path}:{lineno}: empty file_name")
-        rows.append((name, row.get("text") or ""))
+    try:
+        for lineno, row in enumerate(reader, start=2):
+            name = (row.get("file_name") or "").strip()
+            if not name:
+                raise HarnessError(f"{path}:{lineno}: empty file_name")
+            rows.append((name, row.get("text") or ""))
+    except csv.Error as e:
+        raise HarnessError(f"{path}: not valid CSV ({first_line(e)})") from None
     return rows
 
 
-def source_files(folder: Path, exclude: Path | None = None) -> list[Path]:
-    """Regular files under `folder`, sorted, without hidden ones or anything under `exclude`."""
-    ex = exclude.resolve() if exclude is not None else None
-    out = []
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
-            continue
-        if ex is not None and (p.resolve() == ex or ex in p.resolve().parents):
-            continue
-        out.append(p)
-    return out
+def _lexical(folder: Path, name: str) -> tuple[str | None, str | None]:
+    """(posix path relative to `folder`, or None when `name` leaves it; reason a part is unsafe)."""
+    if "\x00" in name or "\\" in name or os.path.isabs(name):
+        return None, None
+    parts = [p for p in Path(name).parts if p not in ("", ".")]
+    if not parts or ".." in parts:
+        return None, None
+    here = folder
+    for i, part in enumerate(parts):
+        here = here / part
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            return "/".join(parts), "missing"
+        except OSError as e:
+            return "/".join(parts), f"cannot be read ({e.strerror})"
+        last = i == len(parts) - 1
+        if stat.S_ISLNK(st.st_mode) or last:
+            return "/".join(parts), unsafe_reason(st.st_mode, st.st_nlink)
+    return "/".join(parts), None
 
 
 def folder_items(
     folder: Path, fixed_caption: str | None, exclude: Path | None = None
 ) -> tuple[list[RawItem], list[tuple[str, str]]]:
     """(items, ignored) for a local folder; `ignored` lists (file, reason) never considered."""
-    folder = folder.resolve()
+    folder = Path(os.path.abspath(folder))
     ignored: list[tuple[str, str]] = []
-    if (folder / METADATA).is_file():
+    entries = walk(folder, exclude)
+    unsafe = {e.rel: r for e in entries if (r := unsafe_reason(e.mode, e.nlink)) is not None}
+    try:
+        has_metadata = os.lstat(folder / METADATA) is not None
+    except FileNotFoundError:
+        has_metadata = False
+    if has_metadata:
         rows = _read_metadata(folder)
         missing = []
         items = []
+        listed: set[str] = set()
         for name, text in rows:
-            p = (folder / name).resolve()
-            if folder not in p.parents or not p.is_file():
+            rel, reason = _lexical(folder, name)
+            if rel is None or reason == "missing":
                 missing.append(name)
                 continue
-            items.append(RawItem(name, p, fixed_caption if fixed_caption is not None else text))
+            listed.add(rel)
+            if reason is not None:
+                items.append(RawItem(name, None, None, problem=reason))
+                continue
+            items.append(RawItem(name, folder / rel, fixed_caption if fixed_caption is not None else text))
         if missing:
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
             raise HarnessError(
                 f"{folder / METADATA}: {len(missing)} row(s) name images missing from {folder}: {shown}"
             )
-        listed = {i.path for i in items}
-        for p in sorted(folder.rglob("*")):
-            if (
-                p.is_file()
-                and p.name != METADATA
-                and p.resolve() not in listed
-                and not p.name.startswith(".")
-            ):
-                ignored.append((p.relative_to(folder).as_posix(), f"not listed in {METADATA}"))
+        for e in entries:
+            if e.rel == METADATA or e.rel in listed:
+                continue
+            ignored.append((e.rel, unsafe.get(e.rel) or f"not listed in {METADATA}"))
         return items, ignored
 
-    files = source_files(folder, exclude)
-    stems = {p.with_suffix("") for p in files if p.suffix.lower() not in _NOT_IMAGES}
+    files = [e for e in entries if e.rel not in unsafe]
+    by_rel = {e.rel: e for e in entries}
+    stems = {str(Path(e.rel).with_suffix("")) for e in files if Path(e.rel).suffix.lower() not in _NOT_IMAGES}
     items = []
-    for p in files:
-        rel = p.relative_to(folder).as_posix()
-        if p.suffix.lower() == ".txt" and p.with_suffix("") in stems:
+    for e in entries:
+        p = Path(e.rel)
+        if e.rel in unsafe:
+            ignored.append((e.rel, unsafe[e.rel]))
+            continue
+        if p.suffix.lower() == ".txt" and str(p.with_suffix("")) in stems:
             continue  # a caption sidecar
         if p.suffix.lower() in _NOT_IMAGES:
-            ignored.append((rel, "not an image (a text file without a matching image)"))
+            ignored.append((e.rel, "not an image (a text file without a matching image)"))
             continue
-        caption = fixed_caption
-        if caption is None:
-            side = p.with_suffix(".txt")
-            caption = side.read_text(encoding="utf-8", errors="replace").strip() if side.is_file() else None
-        items.append(RawItem(rel, p, caption))
+        caption, problem = fixed_caption, None
+        side = p.with_suffix(".txt").as_posix()
+        if caption is None and side in by_rel:
+            if side in unsafe:
+                problem = f"caption file {side}: {unsafe[side]}"
+            else:
+                try:
+                    caption = read_text(folder / side, max_bytes=MAX_CAPTION_BYTES, what=side).strip()
+                except HarnessError as err:
+                    problem = f"caption file {err}"
+        items.append(RawItem(e.rel, folder / e.rel, caption, problem=problem))
     return items, ignored
 
 
@@ -130,7 +245,8 @@ def modelscope_items(loaded: LoadedTrainingConfig, download_dir: Path) -> list[R
             break
         image = row.get("image") if isinstance(row, dict) else None
         caption = d.caption if d.caption is not None else (row.get("text") if isinstance(row, dict) else None)
-        if isinstance(image, str) and Path(image).is_file():
+        if isinstance(image, str):
+            # A path into the datasets library's cache: opened like any dataset file (no link followed).
             items.append(RawItem(f"{d.dataset_id}[{i}]", Path(image), caption))
         else:
             items.append(RawItem(f"{d.dataset_id}[{i}]", None, caption, image=image))

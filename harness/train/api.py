@@ -8,7 +8,6 @@ All input checks happen before anything is written into the run folder.
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,8 +16,10 @@ from typing import Any
 
 from harness import __version__
 from harness.config.training import LoadedTrainingConfig, load_training_config
+from harness.config.yamlio import MAX_CONFIG_BYTES
 from harness.device import free_memory
 from harness.errors import HarnessError
+from harness.safeio import read_bytes, write_atomic
 from harness.train import outdir
 from harness.train.export import DIFFUSERS_FILE
 
@@ -73,17 +74,19 @@ def train(
     """Train (or reuse, or resume) the LoRA `loaded` describes; see module docstring."""
     cfg = loaded.config
     from harness.data.prepare import ensure_prepared
-    from harness.models.refs import parse_ref
     from harness.models.resolve import resolve
     from harness.train.dataset import check_sizes
     from harness.train.dataset import examples as make_examples
 
+    if out is not None:  # a folder the user named: refused before anything is prepared or loaded
+        outdir.check_out(Path(out))
     data = ensure_prepared(loaded)
     check_sizes(cfg, data)
-    model = resolve(parse_ref(cfg.base_model))
+    model = resolve(loaded.model_ref)
     key = outdir.training_key(cfg, data.data_sha256, model.sha256)
+    label = f"--out {out}" if out is not None else None
     out = Path(out) if out is not None else default_out(loaded, key)
-    action = outdir.decide(out, key, resume=resume, force=force)
+    action = outdir.decide(out, key, resume=resume, force=force, label=label or f"training folder {out}")
     if action == "reuse":
         return TrainResult(out, outdir.read_manifest(out), reused=True)
 
@@ -116,7 +119,6 @@ def train(
     if action == "fresh" and out.exists():
         outdir.clear(out)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(loaded.path, out / CONFIG_COPY)
     manifest: dict[str, Any] = {
         "kind": "harness.train",
         "harness_version": __version__,
@@ -140,7 +142,8 @@ def train(
         },
         "libraries": library_versions(),
     }
-    outdir.write_manifest(out, manifest)
+    outdir.write_manifest(out, manifest)  # first: the marker that makes the folder the harness's
+    write_atomic(out / CONFIG_COPY, read_bytes(loaded.path, max_bytes=MAX_CONFIG_BYTES, follow_links=True))
 
     dev.make_deterministic(placement)
     threads = torch.get_num_threads()

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from harness.device import free_memory
 from harness.errors import HarnessError
+from harness.safeio import write_atomic
 from harness.train.dataset import Example, pixels
 
 MAX_TOKENS = 256
@@ -27,12 +27,10 @@ def _key(**parts) -> str:
 
 
 def _save(path: Path, tensors: dict) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    write_atomic(path, save({k: v.contiguous().cpu() for k, v in tensors.items()}))
 
 
 def _load(path: Path) -> dict | None:

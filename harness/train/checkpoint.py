@@ -3,7 +3,8 @@
 Owns: checkpoints/step-NNNNNN/ with lora.safetensors (the trainable tensors under their PEFT
 parameter names) and state.pt (optimizer, LR scheduler, grad scaler, every RNG state, step,
 loss history), plus state.json for humans. A folder appears under its final name only when
-complete, so a SIGKILL mid-write leaves at worst a stray `.tmp` folder that is ignored.
+complete, so a SIGKILL mid-write leaves at worst a stray `.tmp` folder that is ignored. A
+checkpoint is read only from real folders and files in the run folder (no link followed).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.safeio import read_json, write_atomic
 
 CHECKPOINTS = "checkpoints"
 
@@ -30,14 +33,24 @@ def checkpoint_dir(out: Path, step: int) -> Path:
     return out / CHECKPOINTS / f"step-{step:06d}"
 
 
+def _is(path: Path, kind) -> bool:
+    try:
+        return kind(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def latest(out: Path) -> Path | None:
     root = out / CHECKPOINTS
-    if not root.is_dir():
+    if not _is(root, stat.S_ISDIR):
         return None
     done = sorted(
         p
         for p in root.iterdir()
-        if p.is_dir() and p.name.startswith("step-") and (p / "state.json").is_file()
+        if p.name.startswith("step-")
+        and not p.name.endswith(".tmp")
+        and _is(p, stat.S_ISDIR)
+        and _is(p / "state.json", stat.S_ISREG)
     )
     return done[-1] if done else None
 
@@ -77,8 +90,8 @@ def save(
         "lrs": list(lrs),
     }
     torch.save(state, tmp / "state.pt")
-    (tmp / "state.json").write_text(
-        json.dumps({"step": step, "key": key, "loss": losses[-1] if losses else None})
+    write_atomic(
+        tmp / "state.json", json.dumps({"step": step, "key": key, "loss": losses[-1] if losses else None})
     )
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -97,8 +110,11 @@ def load(folder: Path, *, key: str, unet, optimizer, lr_scheduler, scaler, noise
     import torch
     from safetensors.torch import load_file
 
-    info = json.loads((folder / "state.json").read_text())
-    if info.get("key") != key:
+    for name in ("state.json", "lora.safetensors", "state.pt"):
+        if not _is(folder / name, stat.S_ISREG):
+            raise HarnessError(f"{folder / name}: missing or not a plain file; cannot resume")
+    info = read_json(folder / "state.json")
+    if not isinstance(info, dict) or info.get("key") != key:
         raise HarnessError(
             f"{folder}: checkpoint belongs to a different training config or data; cannot resume"
         )

@@ -8,7 +8,10 @@ images smaller than the resolution unless `allow_upscale`. No model code here.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.config.training import TrainingConfig
 from harness.data.prepare import PreparedData, PreparedItem
@@ -70,13 +73,33 @@ def examples(cfg: TrainingConfig, data: PreparedData) -> list[Example]:
 
 
 def pixels(folder, ex: Example, res: int):
-    """The example's crop as a float tensor [1, 3, res, res] in [-1, 1]."""
+    """The example's crop as a float tensor [1, 3, res, res] in [-1, 1].
+
+    The prepared file is opened without following a link and decoded under the dataset's pixel
+    cap, like any file the harness reads back from disk."""
     import numpy as np
     import torch
     from PIL import Image
 
-    with Image.open(folder / ex.item.file) as im:
-        im = im.convert("RGB").resize((ex.scaled_w, ex.scaled_h), Image.Resampling.BICUBIC)
-        im = im.crop((ex.left, ex.top, ex.left + res, ex.top + res))
-        arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+    from harness.data.images import MAX_PIXELS
+    from harness.imaging import open_untrusted
+
+    path = Path(folder) / ex.item.file
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        f = os.fdopen(os.open(path, flags), "rb")
+    except OSError as e:
+        raise HarnessError(
+            f"{path}: cannot be read ({e.strerror}); run `harness data prepare` again"
+        ) from None
+    with f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise HarnessError(f"{path}: not a plain file; run `harness data prepare` again")
+        try:
+            with open_untrusted(f, MAX_PIXELS) as im:  # type: ignore[arg-type]
+                im = im.convert("RGB").resize((ex.scaled_w, ex.scaled_h), Image.Resampling.BICUBIC)
+        except HarnessError as e:
+            raise HarnessError(f"{path}: {e}") from None
+    im = im.crop((ex.left, ex.top, ex.left + res, ex.top + res))
+    arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)
