@@ -19,7 +19,10 @@ def add_parsers(sub) -> None:
         "--resume", action="store_true", help="continue an unfinished run from its last checkpoint"
     )
     p.add_argument(
-        "--force", action="store_true", help="replace whatever --out holds, a finished run included"
+        "--force",
+        action="store_true",
+        help="replace the training run --out holds, a finished one included "
+        "(never a folder the harness did not make)",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -55,7 +58,7 @@ def cmd_train(args) -> int:
     from harness.config.training import load_training_config
     from harness.train.api import train
 
-    loaded = load_training_config(args.config)
+    loaded = load_training_config(args.config, follow_links=True)
     r = train(
         loaded, args.out, resume=args.resume, force=args.force, device=args.device, progress=not args.quiet
     )
@@ -75,7 +78,7 @@ def cmd_data_prepare(args) -> int:
     from harness.config.training import load_training_config
     from harness.data.prepare import REPORT, prepare
 
-    loaded = load_training_config(args.config)
+    loaded = load_training_config(args.config, follow_links=True)
     r = prepare(loaded, args.out)
     rep = r.report
     print(f"kept {rep['kept']} of {rep['candidates']} images into {r.folder}")
