@@ -7,7 +7,8 @@ come from the environment:
   HARNESS_RANK_BY       ranking keys, e.g. valid,aesthetic,consistency (default valid,aesthetic)
   GRADIO_SERVER_NAME / GRADIO_SERVER_PORT  where to listen (Gradio's own variables)
 When the index does not exist yet it is built once at start; after that the app only reads.
-Same app as `harness leaderboard serve`.
+Same app as `harness leaderboard serve`, served the same way (`launch_blocks`: uploads refused,
+no request to another host); a `demo` launched by other means has none of those guards.
 """
 
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without `pip install -e .`
 
-from harness.leaderboard.app import build_app  # noqa: E402
+from harness.leaderboard.app import build_app, launch_blocks  # noqa: E402
 from harness.leaderboard.build import build_index, default_db  # noqa: E402
 from harness.leaderboard.ranking import Ranking  # noqa: E402
 
@@ -27,4 +28,4 @@ if not DB.exists():
 demo = build_app(DB, ROOT, Ranking.parse(os.environ.get("HARNESS_RANK_BY")))
 
 if __name__ == "__main__":
-    demo.queue(default_concurrency_limit=4).launch(share=False)
+    launch_blocks(demo)

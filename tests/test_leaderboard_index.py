@@ -66,7 +66,7 @@ def test_ranked_valid_first_then_aesthetic_with_reasons(board):
     assert by["echo"]["status"] == "unscored" and by["echo"]["reason"] == "no scores.json in the bundle"
     assert (
         by["foxtrot"]["status"] == "unscored"
-        and "scores.json: not valid UTF-8 JSON" in by["foxtrot"]["reason"]
+        and by["foxtrot"]["reason"].startswith("scores.json: not valid")
     )
     assert all(r["source"] == "claimed" for r in got)
 
@@ -247,9 +247,9 @@ def test_a_rebuild_rehashes_only_changed_files_and_still_sees_disguised_tamperin
     real = hashing.sha256_file
     from harness.bundle import manifest as mf
 
-    def counting(p):
+    def counting(p, **kwargs):
         hashed.append(Path(p).name)
-        return real(p)
+        return real(p, **kwargs)
 
     monkeypatch.setattr(hashing, "sha256_file", counting)  # what the cache calls on a miss
     monkeypatch.setattr(mf, "sha256_file", counting)  # what check_files calls without a cache

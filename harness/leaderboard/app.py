@@ -11,9 +11,10 @@ submissions root directly.
 """
 
 import contextlib
-import html
 import os
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ class Board:
         self.ranking = ranking
         self.page_size = page_size
         self._images = Path(tempfile.mkdtemp(prefix="harness-leaderboard-"))
+        weakref.finalize(self, shutil.rmtree, self._images, True)
         with self._conn() as conn:  # refuse a missing, foreign or old index at start-up
             self.meta = db.read_meta(conn)
         self.threshold = float(self.meta.get("threshold", "6.0"))
@@ -153,27 +155,25 @@ def table_frame(rows: list[dict[str, Any]]):
     return pd.DataFrame(data, columns=list(TABLE_HEADERS.values()))
 
 
-def detail_markdown(entry: Entry | None, problems: list[str]) -> str:
+def detail_text(entry: Entry | None, problems: list[str]) -> str:
+    """The detail view as plain text (shown in a Textbox: nothing in it is interpreted)."""
     if entry is None:
         return "Pick a submission in the table (or the list above) to see its panels."
-    esc = html.escape
-    lines = [f"### {esc(entry.team)} / {esc(entry.name)}" + (f" — {esc(entry.title)}" if entry.title else "")]
-    status = {"valid": "**valid**", "invalid": "**INVALID**", "unscored": "**unscored**"}[entry.status]
-    if entry.reason:
-        status += f": {esc(entry.reason)}"
-    lines.append(status)
+    lines = [f"{entry.team} / {entry.name}" + (f" — {entry.title}" if entry.title else "")]
+    status = STATUS_SHOWN[entry.status]
+    lines.append(f"{status}: {entry.reason}" if entry.reason else status)
     numbers = [
         f"aesthetic mean {entry.aesthetic:.4f}" if entry.aesthetic is not None else "aesthetic: -",
         f"consistency {entry.consistency:.4f}" if entry.consistency is not None else "consistency: -",
         f"alignment {entry.alignment:.4f}" if entry.alignment is not None else "alignment: -",
-        f"reproducibility: {esc(entry.reproducibility)}",
+        f"reproducibility: {entry.reproducibility}",
         "scores re-checked by the judges" if entry.source == "judges" else "scores as claimed by the team",
     ]
     lines.append(" · ".join(numbers))
     if entry.model_id:
-        lines.append(f"ModelScope: `{esc(entry.model_id)}`")
-    lines += [f"- {esc(p)}" for p in problems]
-    return "\n\n".join(lines)
+        lines.append(f"ModelScope: {entry.model_id}")
+    lines += [f"- {p}" for p in problems]
+    return "\n".join(lines)
 
 
 def panels_frame(entry: Entry | None):
@@ -189,31 +189,41 @@ def panels_frame(entry: Entry | None):
     return pd.DataFrame(rows, columns=cols)
 
 
+def local_theme():
+    """Gradio's base look with system fonts only: no font is fetched from another host."""
+    import gradio as gr
+
+    return gr.themes.Base(
+        font=["system-ui", "Noto Sans CJK SC", "WenQuanYi Micro Hei", "sans-serif"],
+        font_mono=["ui-monospace", "DejaVu Sans Mono", "monospace"],
+    )
+
+
 def build_app(db_path: Path, root: Path, ranking: Ranking = DEFAULT_RANKING, page_size: int = 100):
-    """The Gradio Blocks of the leaderboard (not launched)."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    """The Gradio Blocks of the leaderboard (not launched; see `launch_blocks`)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
 
     board = Board(db_path, root, ranking, page_size)
 
-    def summary_md() -> str:
+    def summary_text() -> str:
         c = board.counts()
         return (
-            f"**{sum(c.values())} submissions**: {c['valid']} valid, {c['invalid']} invalid, "
-            f"{c['unscored']} unscored · {html.escape(board.ranking.describe())} · aesthetic gate "
-            f"{board.threshold:g} · index built {html.escape(board.meta.get('built', '?'))}"
+            f"{sum(c.values())} submissions: {c['valid']} valid, {c['invalid']} invalid, "
+            f"{c['unscored']} unscored · {board.ranking.describe()} · aesthetic gate "
+            f"{board.threshold:g} · index built {board.meta.get('built', '?')}"
         )
 
     def refresh(search: str, valid_only: bool, min_aesthetic: float):
         found = board.rows(search, valid_only, min_aesthetic)
         choices = [(f"{r['rank']}. {r['team']} / {r['name']}", r["path"]) for r in found]
         first = choices[0][1] if choices else None
-        return table_frame(found), gr.Dropdown(choices=choices, value=first), summary_md()
+        return table_frame(found), gr.Dropdown(choices=choices, value=first), summary_text()
 
     def detail(path: str | None):
-        entry = board.entry(path) if path else None
+        entry = board.entry(path) if isinstance(path, str) and path else None
         items, problems = board.gallery(entry) if entry else ([], [])
-        return items, detail_markdown(entry, problems), panels_frame(entry)
+        return items, detail_text(entry, problems), panels_frame(entry)
 
     def pick(table, evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -222,27 +232,43 @@ def build_app(db_path: Path, root: Path, ranking: Ranking = DEFAULT_RANKING, pag
         except (IndexError, KeyError, ValueError, TypeError):
             return gr.skip()
 
-    with gr.Blocks(title="Kolors LoRA story leaderboard") as demo:
-        gr.Markdown("# Kolors LoRA style-story leaderboard")
-        summary = gr.Markdown()  # filled, like the table, by `refresh` when the page loads
+    with gr.Blocks(title="Kolors LoRA story leaderboard", analytics_enabled=False) as demo:
+        gr.Markdown("# Kolors LoRA style-story leaderboard")  # the only markdown: a fixed heading
+        # filled, like the table, by `refresh` when the page loads
+        summary = gr.Textbox(label="summary", interactive=False, lines=1, elem_id="summary")
         with gr.Row():
             search = gr.Textbox(label="search", placeholder="team, story, prompt…", scale=3)
             valid_only = gr.Checkbox(label="valid only", value=False, scale=1)
             min_aesthetic = gr.Slider(0, 10, value=0, step=0.1, label="minimum aesthetic mean", scale=2)
         table = gr.Dataframe(
-            value=table_frame([]), interactive=False, label="ranking", elem_id="leaderboard-table"
+            value=table_frame([]),
+            datatype="str",  # team text is shown as text, never as markdown or HTML
+            interactive=False,
+            label="ranking",
+            elem_id="leaderboard-table",
         )
         with gr.Row():
             with gr.Column(scale=3):
                 chooser = gr.Dropdown(
                     label="submission", choices=[], interactive=True, allow_custom_value=True
                 )
-                info = gr.Markdown(detail_markdown(None, []))
+                info = gr.Textbox(
+                    value=detail_text(None, []),
+                    label="details",
+                    interactive=False,
+                    lines=4,
+                    max_lines=40,
+                    elem_id="detail",
+                )
                 gallery = gr.Gallery(
                     label="the 8 panels", columns=4, object_fit="contain", height="auto", elem_id="panels"
                 )
                 panel_table = gr.Dataframe(
-                    value=panels_frame(None), interactive=False, label="prompts and scores"
+                    value=panels_frame(None),
+                    datatype="str",
+                    interactive=False,
+                    label="prompts and scores",
+                    elem_id="panel-table",
                 )
             with gr.Column(scale=2):
                 plot = gr.Plot(label="aesthetic vs consistency")
@@ -266,6 +292,34 @@ def build_app(db_path: Path, root: Path, ranking: Ranking = DEFAULT_RANKING, pag
     return demo
 
 
+def launch_blocks(demo, *, host: str | None = None, port: int | None = None, block: bool = True) -> str:
+    """Serve `demo` read-only (see the module docstring); returns the local URL.
+
+    No share link, no allowed_paths, no SSR, MCP, PWA or monitoring routes; every request
+    passes `http_guard.ReadOnlyGuard`.
+    """
+    from starlette.middleware import Middleware
+
+    from harness.leaderboard.http_guard import ReadOnlyGuard
+
+    demo.queue(default_concurrency_limit=4)
+    _, url, _ = demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        prevent_thread_lock=not block,
+        show_error=False,  # an error's text could carry a team's words; the viewer sees "Error"
+        quiet=not block,
+        theme=local_theme(),
+        ssr_mode=False,
+        mcp_server=False,
+        pwa=False,
+        enable_monitoring=False,
+        app_kwargs={"middleware": [Middleware(ReadOnlyGuard)]},
+    )
+    return url
+
+
 def launch(
     db_path: Path,
     root: Path,
@@ -277,13 +331,4 @@ def launch(
 ):
     """Build and launch; returns (demo, local url). No share link and no allowed_paths."""
     demo = build_app(db_path, root, ranking)
-    demo.queue(default_concurrency_limit=4)
-    _, url, _ = demo.launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        prevent_thread_lock=not block,
-        show_error=True,
-        quiet=not block,
-    )
-    return demo, url
+    return demo, launch_blocks(demo, host=host, port=port, block=block)

@@ -5,18 +5,110 @@ readers and other indexers are never blocked by file hashing), then the index is
 transaction. A build is idempotent: the same folder gives the same index, and a second run
 rewrites nothing. File hashes are kept beside the index (`digest_cache_path`), so a rebuild
 hashes only files whose size, mtime, ctime or inode changed.
+
+Batch isolation: each bundle is read under a guard. A bundle whose reading raises anything
+(a RecursionError, a MemoryError, a bug) or runs past the per-bundle time limit becomes an
+invalid row whose reason says so in one line, and the build goes on; a team folder that cannot
+be listed becomes such a row too. The time limit is a SIGALRM timer, so it applies when the build
+runs in the main thread (the CLI, `leaderboard/app.py`); elsewhere only the readers' own bounds
+apply.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
 from pathlib import Path
 
 from harness import __version__
-from harness.bundle.verify import find_bundles, read_ledger
-from harness.errors import HarnessError
+from harness.bundle import manifest as mf
+from harness.bundle.verify import read_ledger
+from harness.errors import HarnessError, first_line
 from harness.hashing import DigestCache
 from harness.leaderboard import db
-from harness.leaderboard.entry import Entry, read_entry
+from harness.leaderboard.entry import Entry, failed_entry, read_entry
+
+BUNDLE_TIMEOUT_S = 300.0  # hashing a full-size bundle (a 2 GB LoRA, 8 panels) takes seconds
+
+
+class BundleTimeout(BaseException):
+    """Raised by the per-bundle timer. A BaseException, so no `except Exception` inside a
+    reader swallows it and carries on."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None):
+    usable = (
+        seconds is not None
+        and seconds > 0
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def _expired(signum, frame):
+        raise BundleTimeout
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _is_dir(p: Path) -> bool:
+    return p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+
+
+def find_bundles(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(bundle folders, (folder, why) for team folders that could not be listed).
+
+    Same layout as `harness verify --all` (`<team>/<name>/manifest.json`, or a manifest directly
+    in `<team>/`; dot folders and symlinked folders skipped), but one unreadable team folder
+    does not stop the listing.
+    """
+    found: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    for team in sorted(p for p in Path(root).iterdir() if _is_dir(p)):
+        try:
+            if (team / mf.MANIFEST).is_file():
+                found.append(team)
+                continue
+            for b in sorted(p for p in team.iterdir() if _is_dir(p)):
+                if os.path.lexists(b / mf.MANIFEST):
+                    found.append(b)
+        except OSError as e:
+            failed.append((team, f"folder cannot be listed ({e.strerror or first_line(e)})"))
+    return found, failed
+
+
+def index_bundle(
+    root: Path,
+    bundle: Path,
+    *,
+    threshold: float,
+    ledger: dict,
+    digests: DigestCache | None,
+    timeout: float | None = BUNDLE_TIMEOUT_S,
+) -> Entry:
+    """`read_entry` under the batch guard: any failure or overrun is the bundle's own row."""
+    try:
+        with _deadline(timeout):
+            return read_entry(root, bundle, threshold=threshold, ledger=ledger, digests=digests)
+    except BundleTimeout:
+        return failed_entry(root, bundle, f"not indexed: reading it took over {timeout:g} s (per-bundle limit)")
+    except RecursionError:
+        return failed_entry(root, bundle, "not indexed: nested too deeply to read")
+    except MemoryError:
+        return failed_entry(root, bundle, "not indexed: reading it ran out of memory")
+    except Exception as e:  # noqa: BLE001 - batch isolation: one bundle never stops the build
+        return failed_entry(root, bundle, f"not indexed: {type(e).__name__}: {first_line(e)}")
 
 
 def default_db(root: Path) -> Path:
@@ -28,10 +120,18 @@ def digest_cache_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".digests.json")
 
 
-def scan(root: Path, *, threshold: float, progress: bool = True, digests: Path | None = None) -> list[Entry]:
+def scan(
+    root: Path,
+    *,
+    threshold: float,
+    progress: bool = True,
+    digests: Path | None = None,
+    timeout: float | None = BUNDLE_TIMEOUT_S,
+) -> list[Entry]:
     """One Entry per bundle folder under `root` (`<team>/<name>/`), broken ones included.
 
     `digests`: a digest cache file (see `digest_cache_path`); None hashes every file.
+    `timeout`: seconds one bundle may take (None: no limit).
     """
     from tqdm.auto import tqdm
 
@@ -39,10 +139,11 @@ def scan(root: Path, *, threshold: float, progress: bool = True, digests: Path |
     if not root.is_dir():
         raise HarnessError(f"{root}: no such submissions folder")
     ledger = read_ledger(root)
-    bundles = find_bundles(root)
+    bundles, unlisted = find_bundles(root)
     cache = DigestCache(digests, prune=True, untrusted=True) if digests is not None else None
-    entries = [
-        read_entry(root, b, threshold=threshold, ledger=ledger, digests=cache)
+    entries = [failed_entry(root, team, why) for team, why in unlisted]
+    entries += [
+        index_bundle(root, b, threshold=threshold, ledger=ledger, digests=cache, timeout=timeout)
         for b in tqdm(bundles, desc="indexing bundles", unit="bundle", disable=not progress, leave=False)
     ]
     if cache is not None:
@@ -51,7 +152,12 @@ def scan(root: Path, *, threshold: float, progress: bool = True, digests: Path |
 
 
 def build_index(
-    root: Path, db_path: Path | None = None, *, threshold: float = 6.0, progress: bool = True
+    root: Path,
+    db_path: Path | None = None,
+    *,
+    threshold: float = 6.0,
+    progress: bool = True,
+    timeout: float | None = BUNDLE_TIMEOUT_S,
 ) -> db.SyncReport:
     root = Path(root)
     if not root.is_dir():  # before the index is created (inside the root by default)
@@ -59,7 +165,9 @@ def build_index(
     db_path = Path(db_path) if db_path is not None else default_db(root)
     conn = db.connect_for_write(db_path)  # refuse a foreign database before scanning
     try:
-        entries = scan(root, threshold=threshold, progress=progress, digests=digest_cache_path(db_path))
+        entries = scan(
+            root, threshold=threshold, progress=progress, digests=digest_cache_path(db_path), timeout=timeout
+        )
         meta = {
             "root": str(root.resolve()),
             "threshold": repr(float(threshold)),

@@ -31,6 +31,13 @@ def add_parsers(sub) -> None:
     p = lsub.add_parser("build", help="index every bundle under --submissions into the SQLite index")
     _common(p, ranking=False)
     p.add_argument("--threshold", type=float, default=6.0, help="the aesthetic gate (default 6.0)")
+    p.add_argument(
+        "--bundle-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="time one bundle may take to index; past it the bundle is a row saying so (default 300)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_build)
 
@@ -61,7 +68,15 @@ def cmd_build(args) -> int:
 
     if not math.isfinite(args.threshold):
         raise HarnessError("--threshold: must be a finite number")
-    report = build_index(args.submissions, _db(args), threshold=args.threshold, progress=not args.quiet)
+    if not (math.isfinite(args.bundle_timeout) and args.bundle_timeout > 0):
+        raise HarnessError("--bundle-timeout: must be a positive number of seconds")
+    report = build_index(
+        args.submissions,
+        _db(args),
+        threshold=args.threshold,
+        progress=not args.quiet,
+        timeout=args.bundle_timeout,
+    )
     print(f"{_db(args)}: {report.line()}")
     return 0
 

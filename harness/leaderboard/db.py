@@ -12,12 +12,17 @@ and the read-only queries the views use.
   what the bundle contributes changed (its digest, its verdict, the gate), rows of bundles that
   are gone deleted. With WAL, readers see the index before or after a sync, never half of one;
   two indexers serialise on the write lock (busy timeout), so the index stays consistent.
+- SQLite follows links when it opens a file, so `build` first refuses an index, or a -wal, -shm
+  or -journal file beside it, that is a symlink, a hard link to another name, or not a regular
+  file: the index never writes through something planted next to it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,10 +123,30 @@ def _create(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _refuse_planted(path: Path) -> None:
+    """HarnessError when the index or a file SQLite keeps beside it is not a plain file of its own."""
+    for suffix in SIDE_FILES:
+        p = path.with_name(path.name + suffix)
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise HarnessError(f"{p}: is a symlink; the index is never written through a link")
+        if not stat.S_ISREG(st.st_mode):
+            raise HarnessError(f"{p}: exists and is not a regular file; not touching it")
+        if st.st_nlink > 1:
+            raise HarnessError(f"{p}: has {st.st_nlink} hard links; the index is never written through one")
+
+
 def connect_for_write(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the index for `build`, in WAL mode with a long busy timeout."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _refuse_planted(path)
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         _check_identity(conn, path)  # refuse a foreign database before changing its journal mode

@@ -13,25 +13,57 @@ status is one of:
   which, in one line;
 - unscored: no usable scores (no scores.json, or one that is corrupt); `reason` says why.
 A broken bundle is always a row, never a crash and never dropped.
+
+Every string a team wrote leaves `read_entry` through `plain`: capped in length, with control,
+format (bidi, zero-width) and surrogate characters written as escapes, so the index holds
+printable text the views can show as it is. A folder whose manifest names another team is shown
+under its folder's team and name (the reason says what the manifest claims).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import safeio
 from harness.bundle import manifest as mf
-from harness.bundle.claims import number, read_claimed, read_json
+from harness.bundle.claims import number, read_claimed
 from harness.bundle.verify import read_ledger
 from harness.bundle.writer import IMAGES_DIR, PROMPTS, STORY
 from harness.errors import HarnessError
-from harness.hashing import DigestCache, sha256_bytes, sha256_file
+from harness.hashing import DigestCache, sha256_bytes
 
 VALID, INVALID, UNSCORED = "valid", "invalid", "unscored"
 JUDGES, CLAIMED = "judges", "claimed"
 REQUIRED_PANELS = 8
 NOT_CHECKED = "not checked"
+MAX_PANELS = 64
+# characters of each piece of team text kept in the index
+CAPS = {"team": 100, "name": 100, "title": 200, "model_id": 200, "created": 64, "reason": 400,
+        "reproducibility": 64, "prompt": 2000}
+_ESCAPED = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
+
+
+def plain(text: Any, limit: int) -> str:
+    """Untrusted text as printable text: control, format and surrogate characters escaped
+    (``\\x1b``, ``\\u202e``, ``\\ud800``), cut to `limit` characters with an ellipsis."""
+    if not isinstance(text, str):
+        return ""
+    out = "".join(
+        ascii(ch)[1:-1] if unicodedata.category(ch) in _ESCAPED else ch for ch in text[: limit * 2]
+    )
+    return out if len(out) <= limit and len(text) <= limit * 2 else out[: limit - 1] + "…"
+
+
+def folder_key(root: Path, bundle: Path) -> str:
+    """The bundle's folder relative to `root` (posix): as it is when it is a safe bundle path,
+    else its printable escape (folder names with odd bytes still get a stable, storable key)."""
+    key = bundle.relative_to(root).as_posix()
+    if mf.unsafe_path_reason(key) is None:
+        return key
+    return ascii(key)[1:-1]
 
 
 @dataclass
@@ -83,15 +115,15 @@ def _trusted_verdict(
 ) -> tuple[dict | None, str | None]:
     """(verdict, its sha256) when the judges' ledger vouches for verdict.json as it is now."""
     record = ledger.get(key)
-    path = bundle / mf.VERDICT
-    if not isinstance(record, dict) or path.is_symlink() or not path.is_file():
+    if not isinstance(record, dict):
         return None, None
-    try:
-        sha = sha256_file(path)
+    try:  # one bounded read (no link, no FIFO): the bytes hashed are the bytes parsed
+        raw = safeio.read_bytes(bundle / mf.VERDICT, max_bytes=mf.CAPS["text"], what=mf.VERDICT)
+        sha = sha256_bytes(raw)
         if record.get("digest") != digest or record.get("verdict_sha256") != sha:
             return None, None
-        data = read_json(path, mf.VERDICT)
-    except (HarnessError, OSError):
+        data = safeio.loads_json(raw.decode("utf-8"), source=mf.VERDICT)
+    except (HarnessError, UnicodeDecodeError):
         return None, None
     return (data, sha) if isinstance(data, dict) else (None, None)
 
@@ -103,16 +135,18 @@ def _panels(bundle: Path, intact: set[str], scores: dict | None) -> list[Panel]:
         rows = scores["panels"]
     elif PROMPTS in intact:
         try:
-            data = read_json(bundle / PROMPTS, PROMPTS)
+            data = safeio.read_json(bundle / PROMPTS, max_bytes=mf.CAPS["text"], what=PROMPTS)
             rows = data if isinstance(data, list) else []
-        except (HarnessError, OSError):
+        except HarnessError:
             rows = []
     images = sorted(p for p in intact if p.startswith(f"{IMAGES_DIR}/") and mf.kind_of(p) == "image")
     panels: list[Panel] = []
-    for i, row in enumerate(rows[:64]):
+    for i, row in enumerate(rows[:MAX_PANELS]):
         if not isinstance(row, dict):
             continue
-        index = row.get("index") if isinstance(row.get("index"), int) else i + 1
+        index = row.get("index")
+        if isinstance(index, bool) or not isinstance(index, int) or not 1 <= index <= MAX_PANELS:
+            index = i + 1
         file = row.get("file")
         if isinstance(file, str) and "/" not in file:
             file = f"{IMAGES_DIR}/{file}"
@@ -121,7 +155,7 @@ def _panels(bundle: Path, intact: set[str], scores: dict | None) -> list[Panel]:
             Panel(
                 index=index,
                 image=file if file in intact and mf.kind_of(file) == "image" else None,
-                prompt=prompt[:2000] if isinstance(prompt, str) else "",
+                prompt=plain(prompt, CAPS["prompt"]),
                 aesthetic=number(row.get("aesthetic")),
                 consistency=number(row.get("consistency")),
                 clip_t=number(row.get("clip_t")),
@@ -133,16 +167,38 @@ def _panels(bundle: Path, intact: set[str], scores: dict | None) -> list[Panel]:
 
 
 def _title(bundle: Path, intact: set[str]) -> str:
-    if STORY not in intact or (bundle / STORY).stat().st_size > mf.MiB:
+    """The story's title, or "" when story.yaml is absent, altered or not a readable story.
+
+    An intact story.yaml was found to be a regular file by the manifest check; `read_yaml`
+    bounds its size, depth and aliases. The title is cosmetic, so any failure reads as no title
+    (a hang is cut by the build's per-bundle time limit).
+    """
+    if STORY not in intact:
         return ""
     try:
         from harness.config.yamlio import read_yaml
 
         data = read_yaml(bundle / STORY).data
-    except (HarnessError, OSError):
+    except Exception:  # noqa: BLE001 - cosmetic field; the row must not depend on it
         return ""
     title = data.get("title") if isinstance(data, dict) else None
-    return title[:200] if isinstance(title, str) else ""
+    return plain(title, CAPS["title"])
+
+
+def _cleaned(entry: Entry) -> Entry:
+    """`entry` with every team-written string passed through `plain`."""
+    for name in ("team", "name", "title", "model_id", "created", "reason", "reproducibility"):
+        setattr(entry, name, plain(getattr(entry, name), CAPS[name]))
+    return entry
+
+
+def failed_entry(root: Path, bundle: Path, reason: str) -> Entry:
+    """The row of a bundle the board could not read at all (`reason`: one line)."""
+    key = folder_key(root, bundle)
+    parts = key.split("/")
+    team, name = (parts[0], parts[-1]) if len(parts) > 1 else ("?", parts[0])
+    digest = sha256_bytes(b"failed\0" + key.encode())
+    return _cleaned(Entry(key, digest, team, name, INVALID, reason=" ".join(reason.split())))
 
 
 def read_entry(
@@ -158,7 +214,10 @@ def read_entry(
     `digests`: file hashes kept from the last build (see `harness.hashing.DigestCache`).
     """
     root = Path(root)
-    key = bundle.relative_to(root).as_posix()
+    key = folder_key(root, bundle)
+    if key != bundle.relative_to(root).as_posix():
+        reason = mf.unsafe_path_reason(bundle.relative_to(root).as_posix())
+        return failed_entry(root, bundle, f"folder name {key!r} not allowed ({reason})")
     parts = key.split("/")
     team, name = (parts[0], parts[-1]) if len(parts) > 1 else ("?", parts[0])
     ledger = read_ledger(root) if ledger is None else ledger
@@ -166,12 +225,12 @@ def read_entry(
         manifest, raw = mf.read(bundle)
     except HarnessError as e:
         try:
-            raw = (bundle / mf.MANIFEST).read_bytes() if not (bundle / mf.MANIFEST).is_symlink() else b""
-        except OSError:
+            raw = safeio.read_bytes(bundle / mf.MANIFEST, max_bytes=mf.MAX_MANIFEST_BYTES)
+        except HarnessError:
             raw = b""
         # unique per folder: two broken bundles with the same bytes are still two rows
         digest = sha256_bytes(b"unreadable\0" + key.encode() + b"\0" + raw)
-        return Entry(key, digest, team, name, UNSCORED, reason=str(e))
+        return _cleaned(Entry(key, digest, team, name, UNSCORED, reason=str(e)))
 
     problems, actual, _ = mf.check_files(bundle, manifest, digests)
     digest = mf.bundle_digest(raw, actual)
@@ -187,7 +246,9 @@ def read_entry(
         created=manifest.created,
     )
     if len(parts) == 2 and (manifest.team, manifest.name) != (parts[0], parts[1]):
-        problems.insert(0, f"folder {key} holds the bundle of {manifest.team}/{manifest.name}")
+        claimed = plain(manifest.team, CAPS["team"]) + "/" + plain(manifest.name, CAPS["name"])
+        problems.insert(0, f"folder {key} holds the bundle of {claimed}")
+        entry.team, entry.name = parts  # shown under the folder's name: no one ranks as another team
 
     scores, unscored_reason = read_claimed(bundle, intact)
     entry.panels = _panels(bundle, intact, scores)
@@ -229,4 +290,4 @@ def read_entry(
     elif isinstance(panels_scored, int) and panels_scored < REQUIRED_PANELS:
         entry.status = INVALID
         entry.reason = f"{panels_scored} panels scored; the competition needs {REQUIRED_PANELS}"
-    return entry
+    return _cleaned(entry)

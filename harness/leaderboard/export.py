@@ -3,14 +3,16 @@
 Owns: the static page (`templates/leaderboard.html.j2`, jinja2 with HTML autoescaping on: team
 names, titles, prompts and reasons are untrusted text) and its thumbnails. Thumbnails are decoded
 from the bundles through `files.resolve_file` under a pixel cap, shrunk and embedded as JPEG data
-URIs, so the page is one file with no links back into the submissions root.
+URIs, so the page is one file with no links back into the submissions root. The page carries a
+Content-Security-Policy that allows inline styles and data: images only: nothing on it can make
+a browser contact any host. It is written with `safeio.write_atomic` (a link planted at its name
+is replaced, never written through).
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -93,11 +95,9 @@ def export(
     db_path: Path, root: Path, out_dir: Path, ranking: Ranking = DEFAULT_RANKING, *, progress: bool = True
 ) -> Path:
     """Write OUT_DIR/index.html atomically; returns its path."""
+    from harness.safeio import write_atomic
+
     html = render_page(db_path, root, ranking, progress=progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / PAGE
-    tmp = out_dir / f".{PAGE}.tmp"
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(out_dir / PAGE, html)
