@@ -1,16 +1,17 @@
 """Check what is inside a LoRA file before anyone loads it: the judges' check and render's.
 
 Owns: recognised Kolors UNet LoRA key names (diffusers/PEFT, kohya, DiffSynth), finite
-floating-point values, A/B pairs agreeing on rank (under a cap), and shapes against the base
+float16/bfloat16/float32/float64 values, 2-D A/B pairs agreeing on a rank from 1 to a cap, an
+alpha of one positive value, a DoRA magnitude of lora_B's width, and shapes against the base
 UNet's Linear layers in every naming (kohya and DiffSynth module names are mapped by
-harness.lora.formats). Opening is `harness.lora.safeload`'s (no pickle executed, tensor cap).
+harness.lora.formats). Opening is `harness.lora.safeload`'s (no pickle executed, tensor cap,
+memory bounded by the file size). Render, verify and `lora import` all run `check_tensors`.
 Every problem is returned as one line; nothing here raises on bad content. torch is imported
 inside the functions.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ _NAMINGS = {
     "kohya": (_KOHYA, _KOHYA_ALPHA, _KOHYA_DORA),
     "diffsynth": (_DIFFSYNTH,),
 }
+_ALPHAS = {"diffusers": _DIFFUSERS_ALPHA, "kohya": _KOHYA_ALPHA}
 
 
 def linear_shapes(unet) -> dict[str, tuple[int, int]]:
@@ -65,7 +67,12 @@ def unet_linear_shapes(unet_config: Path) -> dict[str, tuple[int, int]]:
     import torch
     from diffusers import UNet2DConditionModel
 
-    config = json.loads(unet_config.read_text(encoding="utf-8"))
+    from harness.safeio import MiB, loads_json, read_text
+
+    # The base model's own config (the harness cache or a folder the user named): links followed.
+    config = loads_json(read_text(unet_config, max_bytes=MiB, follow_links=True), source=str(unet_config))
+    if not isinstance(config, dict):
+        raise HarnessError(f"{unet_config}: not a UNet config (a JSON object)")
     with torch.device("meta"):
         return linear_shapes(UNet2DConditionModel.from_config(config))
 
@@ -73,7 +80,7 @@ def unet_linear_shapes(unet_config: Path) -> dict[str, tuple[int, int]]:
 def lora_format(keys: list[str]) -> str:
     """'diffusers', 'kohya', 'diffsynth', or 'unknown' for a set of tensor names."""
     for fmt, patterns in _NAMINGS.items():
-        if keys and all(any(p.match(k) for p in patterns) for k in keys):
+        if keys and all(any(p.fullmatch(k) for p in patterns) for k in keys):
             return fmt
     return "unknown"
 
@@ -102,6 +109,14 @@ def _shape_problem(
     return None
 
 
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+MAX_ALPHA = 4096.0  # the same bound `lora import --alpha` has
+
+
+def _dtype_name(t) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
 def check_lora(
     path: Path, base_shapes: dict[str, tuple[int, int]] | None = None
 ) -> tuple[list[str], dict[str, Any]]:
@@ -109,9 +124,6 @@ def check_lora(
 
     `base_shapes` (from `unet_linear_shapes`) enables the shape check, in every naming.
     """
-    import torch
-
-    from harness.lora.formats import diffusers_modules
     from harness.lora.safeload import load_lora_file
 
     facts: dict[str, Any] = {"file": path.name}
@@ -121,32 +133,55 @@ def check_lora(
         return [str(e).removeprefix(f"{path}: ")], facts
     if path.suffix.lower() == ".safetensors":
         facts["metadata"] = {k: v[:200] for k, v in list(metadata.items())[:20]}
+    problems, more = check_tensors(tensors, base_shapes)
+    facts.update(more)
+    return problems, facts
+
+
+def check_tensors(
+    tensors: dict, base_shapes: dict[str, tuple[int, int]] | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """`check_lora` on a state dict already read by `harness.lora.safeload` (`lora import` reads once).
+
+    Every tensor must be float16/bfloat16/float32/float64 and finite; LoRA matrices 2-D with a
+    rank from 1 to MAX_LORA_RANK; an alpha one positive value; a DoRA magnitude a vector.
+    """
+    import torch
+
+    from harness.lora.formats import diffusers_modules
+
     keys = sorted(tensors)
     fmt = lora_format(keys)
-    facts.update(format=fmt, tensors=len(keys))
+    facts: dict[str, Any] = {"format": fmt, "tensors": len(keys)}
     problems: list[str] = []
     if fmt == "unknown":
-        bad = [k for k in keys if not any(p.match(k) for ps in _NAMINGS.values() for p in ps)]
+        bad = [k for k in keys if not any(p.fullmatch(k) for ps in _NAMINGS.values() for p in ps)]
         shown = bad[0] if bad else keys[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        return [f"key {shown!r} is not a recognised Kolors UNet LoRA key{more}"], facts
+        return [f"key {shown!r:.200} is not a recognised Kolors UNet LoRA key{more}"], facts
+    alpha = _ALPHAS.get(fmt)
     for k in keys:
         t = tensors[k]
-        if not t.is_floating_point():
-            problems.append(f"{k}: dtype {t.dtype} is not a floating-point type")
+        if _dtype_name(t) not in FLOAT_DTYPES:
+            problems.append(f"{k}: dtype {_dtype_name(t)} is not one of {', '.join(FLOAT_DTYPES)}")
         elif not bool(torch.isfinite(t).all()):
             problems.append(f"{k}: holds NaN or Inf values")
+        elif alpha is not None and alpha.fullmatch(k):
+            if t.numel() != 1 or t.dim() > 1:
+                problems.append(f"{k}: an alpha must be one value (got shape {tuple(t.shape)})")
+            elif not 0 < float(t.reshape(())) <= MAX_ALPHA:
+                problems.append(f"{k}: alpha {float(t.reshape(()))} is not in (0, {MAX_ALPHA:g}]")
         if len(problems) >= 5:
             break
     pattern = {"diffusers": _DIFFUSERS, "kohya": _KOHYA}.get(fmt, _DIFFSYNTH)
     dora = {"diffusers": _DIFFUSERS_DORA, "kohya": _KOHYA_DORA}.get(fmt)
     pairs: dict[str, dict[str, Any]] = {}
     for k in keys:
-        m = pattern.match(k)
+        m = pattern.fullmatch(k)
         if m:
             side = "down" if m["part"] in _DOWN else "up"
             pairs.setdefault(m["module"], {})[side] = tensors[k].shape
-        elif dora is not None and (m := dora.match(k)):
+        elif dora is not None and (m := dora.fullmatch(k)):
             pairs.setdefault(m["module"], {})["magnitude"] = tensors[k].shape
     targets = diffusers_modules(fmt, pairs, base_shapes) if base_shapes is not None else {}
     ranks = set()
@@ -159,17 +194,20 @@ def check_lora(
         if len(down) != 2 or len(up) != 2:
             problems.append(f"{module}: LoRA matrices must be 2-D (got {tuple(down)} and {tuple(up)})")
             continue
-        if "magnitude" in pair and pair["magnitude"].numel() != up[0]:
+        magnitude = pair.get("magnitude")
+        if magnitude is not None and (
+            sum(d != 1 for d in magnitude) > 1 or len(magnitude) > 2 or magnitude.numel() != up[0]
+        ):
             problems.append(
-                f"{module}: DoRA magnitude has {pair['magnitude'].numel()} values, lora_B maps to {up[0]}"
+                f"{module}: DoRA magnitude of shape {tuple(magnitude)} is not a vector of lora_B's {up[0]} values"
             )
             continue
         rank = down[0]
         ranks.add(rank)
         if up[1] != rank:
             problems.append(f"{module}: lora_A rank {rank} and lora_B rank {up[1]} differ")
-        elif rank > MAX_LORA_RANK:
-            problems.append(f"{module}: rank {rank} is over the cap of {MAX_LORA_RANK}")
+        elif not 1 <= rank <= MAX_LORA_RANK:
+            problems.append(f"{module}: rank {rank} is not in 1 .. {MAX_LORA_RANK}")
         elif base_shapes is not None:
             why = _shape_problem(module, targets[module], fmt, (down[1], up[0]), base_shapes)
             if why:

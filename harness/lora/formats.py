@@ -120,11 +120,13 @@ def from_diffusers(sd: dict, what: str = "LoRA") -> dict:
 
 def meta_from_safetensors(metadata: dict[str, str]) -> dict:
     """The adapter config stored by diffusers or by this harness, or {} when none is stored."""
+    from harness.safeio import loads_json
+
     for key in (META_KEY, HARNESS_META_KEY):
         if key in metadata:
-            try:
-                value = json.loads(metadata[key])
-            except ValueError:
+            try:  # untrusted text: depth checked before parsing, so no RecursionError
+                value = loads_json(metadata[key], source=key, max_depth=8)
+            except HarnessError:
                 continue
             if isinstance(value, dict):
                 return {k.removeprefix("unet."): v for k, v in value.items()}

@@ -57,13 +57,15 @@ def meta_kolors_unet():
 
 
 @lru_cache(maxsize=1)
-def _names() -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _names() -> tuple[tuple[str, ...], tuple[str, ...], dict[str, tuple[int, int]]]:
     import torch
 
     unet = meta_kolors_unet()
     params = tuple(name for name, _ in unet.named_parameters())
-    linears = tuple(n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear))
-    return params, linears
+    shapes = {
+        n: (m.in_features, m.out_features) for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear)
+    }
+    return params, tuple(shapes), shapes
 
 
 def kolors_param_names() -> tuple[str, ...]:
@@ -74,3 +76,8 @@ def kolors_param_names() -> tuple[str, ...]:
 def kolors_linear_modules() -> tuple[str, ...]:
     """Names of every nn.Linear in the Kolors UNet (what a LoRA can target)."""
     return _names()[1]
+
+
+def kolors_linear_shapes() -> dict[str, tuple[int, int]]:
+    """{Linear name: (in_features, out_features)} of the full-size Kolors UNet (LoRA shape check)."""
+    return dict(_names()[2])
