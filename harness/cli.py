@@ -1,7 +1,10 @@
 """The `harness` command line: parse arguments, call one function, print the result.
 
 Heavy libraries (torch, diffusers) are imported inside the commands, never at module level, so
-`harness --help` stays instant. A HarnessError becomes one line on stderr and exit code 2.
+`harness --help` stays instant. A refusal is exactly one line on stderr and exit code 2: a
+HarnessError, an operating-system refusal (permission, disk full, name too long) and a bad
+command line alike; `one_line` escapes whatever a message carries (newlines, control
+characters, text from a story) and caps its length.
 """
 
 from __future__ import annotations
@@ -12,6 +15,23 @@ from pathlib import Path
 
 from harness import __version__
 from harness.errors import HarnessError
+
+MESSAGE_LIMIT = 1000
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` as one printable line: every character that is not printable (newlines, tabs,
+    control, format and separator characters other than the ASCII space) is written as its
+    Python escape (\\n, \\x1b, \\u202e), and the result is cut at `limit` characters."""
+    out = "".join(ch if ch == " " or ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (the usage is one `--help` away)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
@@ -30,7 +50,7 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="harness",
         description="Train, render, score and bundle Kolors LoRA style stories.",
     )
@@ -91,9 +111,9 @@ def cmd_validate(args) -> int:
     loaded = load_story(args.story)
     s = loaded.story
     print(
-        f"{args.story}: ok: {s.team}/{s.name}, {len(s.panels)} panels, {s.base_model}, "
+        f"{one_line(str(args.story))}: ok: {s.team}/{s.name}, {len(s.panels)} panels, {s.base_model}, "
         f"{s.sampling.width}x{s.sampling.height}, {s.sampling.steps} steps, guidance {s.sampling.guidance}"
-        + (f", LoRA {s.lora.path} x {s.lora.scale}" if s.lora else "")
+        + (f", LoRA {s.lora.path or s.lora.train} x {s.lora.scale}" if s.lora else "")
     )
     return 0
 
@@ -135,7 +155,7 @@ def cmd_run(args) -> int:
     from harness.score.cli import config_from_args
 
     out = args.out
-    if out is None:
+    if out is None:  # built only from a validated team and name (the bundle's naming rule)
         s = load_story(args.story, check_tokens=False).story
         out = Path("runs") / f"{s.team}-{s.name}"
     scoring = config_from_args(args)
@@ -194,8 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         command = getattr(args, "func", None) or COMMANDS[args.command]
         return command(args)
     except HarnessError as e:
-        print(f"harness: error: {e}", file=sys.stderr)
+        print(f"harness: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # the system refused (permission, disk full, name too long): not a bug
+        where = f"{e.filename}: " if e.filename is not None else ""
+        print(f"harness: error: {one_line(f'{where}{e.strerror or e}')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130

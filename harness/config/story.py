@@ -8,18 +8,42 @@ that need the real tokenizer (prompt length) live in `harness.models.tokenizer` 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from harness.config.yamlio import Document, expect_kind, field_error, parse_model, read_yaml
+from harness.bundle.naming import _PART, _check_part, model_id
+from harness.config.text import optional_text, path_text, required_text
+from harness.config.yamlio import Document, expect_kind, field_error, parse_model
+from harness.errors import HarnessError
 from harness.models.refs import parse_ref
 from harness.models.registry import DEFAULT_BASE_MODEL
 from harness.models.schedulers import SCHEDULERS
 
 MAX_SEED = 2**64 - 1
 MIN_SIZE, MAX_SIZE = 64, 2048
+MAX_PROMPT_CHARS = 4096  # far above 256 Kolors tokens; bounds the tokenizer's work
+MAX_TITLE_CHARS = 200
+MAX_PATH_CHARS = 4096
+# Device names Windows reserves in every folder, with or without an extension: a team or name
+# is a folder of the bundle (submissions/<team>/<name>) that judges copy to any system.
+_RESERVED = re.compile(r"(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\..*)?", re.IGNORECASE)
+
+
+def check_name_part(what: str, value: str) -> str:
+    """`team` or `name` under the bundle's naming rule (harness.bundle.naming), as a ValueError."""
+    try:
+        _check_part(what, value, _PART)
+    except HarnessError:
+        raise ValueError(
+            "must be 1-64 ASCII letters, digits, '-', '_' or '.', starting and ending with a letter "
+            "or digit, no '..' (it names folders and the ModelScope id)"
+        ) from None
+    if _RESERVED.fullmatch(value):
+        raise ValueError("is a device name Windows reserves (CON, PRN, AUX, NUL, COM1, LPT1, ...)")
+    return value
 
 
 class StrictModel(BaseModel):
@@ -53,9 +77,14 @@ class LoraSpec(StrictModel):
     Paths are relative to the story file. Exactly one of `path` and `train` is given.
     """
 
-    path: str | None = Field(None, min_length=1)
-    train: str | None = Field(None, min_length=1)
+    path: str | None = Field(None, min_length=1, max_length=MAX_PATH_CHARS)
+    train: str | None = Field(None, min_length=1, max_length=MAX_PATH_CHARS)
     scale: float = Field(1.0, ge=-2.0, le=2.0)
+
+    @field_validator("path", "train")
+    @classmethod
+    def _one_line(cls, v: str | None) -> str | None:
+        return v if v is None else path_text(v)
 
     @model_validator(mode="after")
     def _one_source(self) -> "LoraSpec":
@@ -65,9 +94,21 @@ class LoraSpec(StrictModel):
 
 
 class Panel(StrictModel):
-    prompt: str = Field(min_length=1)
-    negative_prompt: str | None = None  # None: use the story's negative_prompt
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)  # None: the story's
     seed: int = Field(ge=0, le=MAX_SEED)
+
+    @field_validator("prompt")
+    @classmethod
+    def _says_something(cls, v: str) -> str:
+        return required_text(v)
+
+    @field_validator("negative_prompt")
+    @classmethod
+    def _own_negative(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        return optional_text(v, empty='leave it out for the story\'s negative_prompt, or write "" for none')
 
     @field_validator("seed", mode="before")
     @classmethod
@@ -83,19 +124,47 @@ class Panel(StrictModel):
 class Story(StrictModel):
     """A story file: who submits it, which model renders it, and its panels."""
 
-    team: str = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1, max_length=64)
-    title: str = ""
-    base_model: str = DEFAULT_BASE_MODEL
+    team: str
+    name: str
+    title: str = Field("", max_length=MAX_TITLE_CHARS)
+    base_model: str = Field(DEFAULT_BASE_MODEL, max_length=MAX_PATH_CHARS)
     lora: LoraSpec | None = None
     sampling: Sampling = Sampling()
-    negative_prompt: str = ""
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     panel_count: int = Field(8, ge=1, le=64)
     panels: list[Panel]
+
+    @field_validator("team")
+    @classmethod
+    def _team(cls, v: str) -> str:
+        return check_name_part("team", v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str, info: ValidationInfo) -> str:
+        check_name_part("name", v)
+        team = info.data.get("team")
+        if team is not None:
+            try:  # the repository-name length limit, with the namespace the bundle defaults to
+                model_id(team, team, v)
+            except HarnessError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str) -> str:
+        return optional_text(v, multiline=False, empty='leave it out, or write "" for none')
+
+    @field_validator("negative_prompt")
+    @classmethod
+    def _negative(cls, v: str) -> str:
+        return optional_text(v, empty='write "" for no negative prompt')
 
     @field_validator("base_model")
     @classmethod
     def _known_source(cls, v: str) -> str:
+        path_text(v)
         parse_ref(v)  # raises ValueError naming what is wrong
         return v
 
@@ -114,15 +183,25 @@ class Story(StrictModel):
 
 
 class LoadedStory:
-    """A validated story plus where it came from (for relative paths and error lines)."""
+    """A validated story plus where it came from (for relative paths and error lines).
 
-    def __init__(self, story: Story, doc: Document):
+    `source` is the exact bytes that were validated: the run folder keeps these, not whatever
+    the file holds by the time the render ends.
+    """
+
+    def __init__(self, story: Story, doc: Document, source: bytes | None = None):
         self.story = story
         self.doc = doc
         self.path = doc.path
+        self.source = source
 
     def _relative(self, value: str) -> Path:
-        p = Path(value).expanduser()
+        p = Path(value)
+        if value.startswith("~"):
+            try:
+                p = p.expanduser()
+            except RuntimeError:  # ~user of no such user: taken as written, a relative name
+                pass
         return p if p.is_absolute() else (self.path.parent / p)
 
     @property
@@ -138,26 +217,45 @@ class LoadedStory:
         return self._relative(lora.train) if lora is not None and lora.train else None
 
 
+def _is_file(doc: Document, loc: tuple[str, ...], path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError as e:  # a name too long for the file system, a permission refused
+        raise field_error(doc, loc, f"{path}: {e.strerror}") from None
+
+
 def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
     """Read and validate a story file; any problem raises one HarnessError line.
 
-    With `check_tokens`, every prompt and negative prompt is counted with the real Kolors
-    tokenizer and refused above Kolors' 256-token limit (the pipeline would silently truncate).
+    The path is one the user typed, so a link to the story is followed; everything the story
+    names is checked before any caller builds a path from it (team and name follow the bundle's
+    naming rule). With `check_tokens`, every prompt and negative prompt is counted with the real
+    Kolors tokenizer and refused above Kolors' 256-token limit (the pipeline would silently
+    truncate).
     """
-    doc = read_yaml(path)
+    from harness.config.yamlio import MAX_CONFIG_BYTES, loads_yaml
+    from harness.safeio import read_bytes
+
+    path = Path(path)
+    source = read_bytes(path, max_bytes=MAX_CONFIG_BYTES, what=str(path), follow_links=True)
+    try:
+        text = source.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    doc = loads_yaml(text, path)
     expect_kind(doc, "story")
     story = parse_model(doc, Story)
-    loaded = LoadedStory(story, doc)
+    loaded = LoadedStory(story, doc, source)
     lora = loaded.lora_path
     if lora is not None:
-        if not lora.is_file():
+        if not _is_file(doc, ("lora", "path"), lora):
             raise field_error(doc, ("lora", "path"), f"LoRA file not found: {lora}")
         if lora.suffix != ".safetensors":
             raise field_error(
                 doc, ("lora", "path"), "only .safetensors LoRA files are rendered (pickles never are)"
             )
     train = loaded.lora_train_config
-    if train is not None and not train.is_file():
+    if train is not None and not _is_file(doc, ("lora", "train"), train):
         raise field_error(doc, ("lora", "train"), f"training config not found: {train}")
     if check_tokens:
         from harness.models.tokenizer import check_prompt_lengths

@@ -1,9 +1,11 @@
-"""The contact sheet: all panels in a grid (2x4 for 8) with panel numbers and prompts."""
+"""The contact sheet: all panels in a grid (2x4 for 8) with panel numbers and prompts.
+
+Written through `harness.safeio.write_atomic` (no link in the run folder is followed).
+"""
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from harness.fonts import load_font
@@ -67,7 +69,10 @@ def contact_sheet(panels: list[tuple[int, str, Path]], title: str, out: Path) ->
         draw.text((x + 2, y + 2), label, fill="white", font=num_font)
         for i, line in enumerate(_wrap(draw, prompt, cap_font, cell_w, CAPTION_LINES)):
             draw.text((x, y + TILE + PAD // 2 + i * line_h), line, fill="black", font=cap_font)
-    tmp = out.with_name(f".{out.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, out)
-    return out
+    import io
+
+    from harness.safeio import write_atomic
+
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return write_atomic(out, buf.getvalue())  # a link planted at the name is replaced, not followed

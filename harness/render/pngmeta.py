@@ -7,7 +7,6 @@ plus a human-readable `parameters` chunk in the layout other image tools display
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,20 @@ def _a1111_text(p: dict[str, Any]) -> str:
 
 
 def save_png(image, path: Path, params: dict[str, Any]) -> None:
-    """Write `image` to `path` atomically with `params` embedded."""
+    """Write `image` to `path` atomically with `params` embedded (`harness.safeio.write_atomic`:
+    a link planted at the name or at a temporary name is replaced or refused, never followed)."""
+    import io
+
     from PIL.PngImagePlugin import PngInfo
+
+    from harness.safeio import write_atomic
 
     info = PngInfo()
     info.add_itxt(CHUNK, json.dumps(params, ensure_ascii=False, sort_keys=True))
     info.add_itxt("parameters", _a1111_text(params))
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    write_atomic(path, buf.getvalue())
 
 
 def read_params(path: str | Path) -> dict[str, Any]:

@@ -1,14 +1,16 @@
 """Render a validated story into a run folder: the one orchestration function for rendering.
 
-Flow: check the request (panels, batch size, output folder) -> resolve model and LoRA ->
-check the folder again with their hashes -> load -> render -> write PNGs, manifest and contact
-sheet. All input checks happen before anything is written into the output folder.
+Flow: `plan_render` checks the whole request and writes nothing (panels, batch size, output
+folder, model, the LoRA's content against this model's UNet, device) -> `execute_render` takes
+the folder's lock, checks the folder again, then loads, renders and writes PNGs, manifest and
+contact sheet. A refusal at any check leaves the output folder (and everything above it) as it
+was, so correcting the input and running again needs no --force.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -66,7 +68,42 @@ def panel_file(index: int) -> str:
     return f"{IMAGES}/{index:02d}.png"
 
 
-def render_story(
+@dataclass
+class RenderPlan:
+    """Everything checked about one render request; `execute_render` writes it."""
+
+    loaded: LoadedStory
+    out: Path
+    chosen: list[int]
+    batch_size: int
+    force: bool
+    progress: bool
+    model: Any  # harness.models.resolve.ResolvedModel
+    placement: Any  # harness.device.Placement
+    lora_path: Path | None
+    lora: dict[str, Any] | None
+    identity: dict[str, Any]
+
+
+_shapes_cache: dict[str, dict[str, tuple[int, int]]] = {}
+
+
+def check_lora_fits(path: Path, model) -> None:
+    """The judges' LoRA check (keys, finite values, ranks, shapes against this model's UNet),
+    run before anything is written; the same line `apply_lora` would give at load time."""
+    from harness.lora.checks import check_lora, unet_linear_shapes
+
+    if model.sha256 not in _shapes_cache:
+        _shapes_cache[model.sha256] = unet_linear_shapes(model.folder / "unet" / "config.json")
+    problems, facts = check_lora(path, _shapes_cache[model.sha256])
+    if not problems and facts.get("format") == "diffsynth":
+        problems = ["DiffSynth naming; convert it with `harness lora import FILE --out DIR` first"]
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise HarnessError(f"{path}: cannot be applied as a Kolors LoRA: {problems[0]}{more}")
+
+
+def plan_render(
     loaded: LoadedStory,
     out: Path,
     *,
@@ -76,14 +113,12 @@ def render_story(
     force: bool = False,
     progress: bool = True,
     lora_file: Path | None = None,
-) -> RenderResult:
-    """Render all or some panels of `loaded` into `out` (see module docstring).
-
-    `lora_file` is the trained LoRA for a story that declares `lora.train` (`harness run`
-    trains it first); a story that names `lora.path` needs none.
-    """
+) -> RenderPlan:
+    """Check a render request completely (see module docstring); nothing is written."""
     story = loaded.story
     out = Path(out)
+    if out.is_symlink():  # a link the user typed as --out: the folder it names is the run folder
+        out = Path(os.path.realpath(out))
     chosen = parse_panels(panels, story.panel_count)
     if batch_size < 1:
         raise HarnessError(f"--batch-size: must be at least 1, got {batch_size}")
@@ -101,10 +136,10 @@ def render_story(
     from harness.models.refs import parse_ref
     from harness.models.resolve import resolve
 
-    t0 = time.perf_counter()
     model = resolve(parse_ref(story.base_model))
     lora = None
     if lora_path is not None and story.lora is not None:
+        check_lora_fits(lora_path, model)
         lora = {"file": lora_path.name, "sha256": sha256_file(lora_path), "scale": story.lora.scale}
     placement = dev.choose(model.ref.source, device)  # type: ignore[arg-type]
     identity.update(
@@ -115,15 +150,68 @@ def render_story(
         dtype=placement.dtype_name,
         batch_size=batch_size,
     )
-    existing = outdir.check_out_dir(out, identity, force=force)
+    outdir.check_out_dir(out, identity, force=force)
+    return RenderPlan(
+        loaded, out, chosen, batch_size, force, progress, model, placement, lora_path, lora, identity
+    )
+
+
+def render_story(
+    loaded: LoadedStory,
+    out: Path,
+    *,
+    panels: str | None = None,
+    batch_size: int = 1,
+    device: str = "auto",
+    force: bool = False,
+    progress: bool = True,
+    lora_file: Path | None = None,
+) -> RenderResult:
+    """Render all or some panels of `loaded` into `out` (see module docstring).
+
+    `lora_file` is the trained LoRA for a story that declares `lora.train` (`harness run`
+    trains it first); a story that names `lora.path` needs none.
+    """
+    plan = plan_render(
+        loaded,
+        out,
+        panels=panels,
+        batch_size=batch_size,
+        device=device,
+        force=force,
+        progress=progress,
+        lora_file=lora_file,
+    )
+    return execute_render(plan)
+
+
+def execute_render(plan: RenderPlan) -> RenderResult:
+    """Write a checked plan: lock the folder, check it again, render, write (module docstring)."""
+    with outdir.locked(plan.out):
+        return _write_run(plan)
+
+
+def _write_run(plan: RenderPlan) -> RenderResult:
+    from harness.safeio import write_atomic
+
+    loaded, story, out = plan.loaded, plan.loaded.story, plan.out
+    model, placement, lora, lora_path = plan.model, plan.placement, plan.lora, plan.lora_path
+    identity, batch_size, progress = plan.identity, plan.batch_size, plan.progress
+    existing = outdir.check_out_dir(out, identity, force=plan.force)  # again, under the lock
 
     # From here on the output folder is ours.
-    out.mkdir(parents=True, exist_ok=True)
-    if force:
-        outdir.clear_run(out)
-        existing = None
-    (out / IMAGES).mkdir(exist_ok=True)
-    shutil.copyfile(loaded.path, out / STORY_COPY)
+    t0 = time.perf_counter()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HarnessError(f"{out}: cannot create the run folder ({e.strerror})") from None
+    if existing is None:
+        outdir.clear_run(out)  # --force, or the record of a render that stopped before panel 1
+    images = out / IMAGES
+    if not images.is_dir():
+        images.mkdir()
+    source = loaded.source if loaded.source is not None else loaded.path.read_bytes()
+    write_atomic(out / STORY_COPY, source)
     from harness.versions import library_versions
 
     manifest: dict[str, Any] = existing or {
@@ -152,6 +240,8 @@ def render_story(
     manifest["status"] = "rendering"
     outdir.write_manifest(out, manifest)
 
+    from harness import device as dev
+    from harness.hashing import sha256_file
     from harness.models.loader import pipeline_for
     from harness.render.engine import PanelJob, render
 
@@ -169,7 +259,7 @@ def render_story(
 
     jobs = [
         PanelJob(i, story.panels[i - 1].prompt, story.negative_for(i - 1), story.panels[i - 1].seed)
-        for i in chosen
+        for i in plan.chosen
     ]
     common = {
         "harness_version": __version__,
@@ -231,4 +321,4 @@ def render_story(
     manifest["status"] = "complete" if complete else "partial"
     manifest["timings_s"] = {"load": round(t_load, 3), "render": round(t_render, 3)}
     outdir.write_manifest(out, manifest)
-    return RenderResult(out, manifest, chosen)
+    return RenderResult(out, manifest, plan.chosen)
