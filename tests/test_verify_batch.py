@@ -1,0 +1,87 @@
+"""verify --all as a batch: a bundle that hangs past the per-bundle limit, or that planted a folder
+where its verdict goes, becomes a failed row with its reason; the others are judged, the ledger
+is written, and the next run starts clean."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from harness.bundle.batch import LEDGER, read_ledger, verify_all
+from tests.bundle_helpers import copy_bundle, run_cli
+from tests.score_fixtures import tiny_config
+
+pytest_plugins = ["tests.bundle_fixtures"]  # demo_run, demo_bundle: rendered once per session
+
+
+def test_a_bundle_past_the_time_limit_is_a_failed_row_and_the_batch_goes_on(tmp_path, demo_bundle):
+    root = tmp_path / "subs"
+    slow = copy_bundle(demo_bundle, root)  # its re-render takes seconds on the tiny model
+    broken = root / "zz" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("[" * 50_000)
+    # the tiny aesthetic head scores about 0: the gate is moved below it, as in test_bundle_verify
+    scoring = tiny_config(scorers=["aesthetic"], reproduce=True).model_copy(update={"threshold": -1.0})
+
+    start = time.monotonic()
+    rows = verify_all(root, scoring=scoring, time_limit_s=0.05)
+    assert time.monotonic() - start < 60
+    by_name = {r.bundle.name: r.verdict for r in rows}
+    assert by_name[slow.name]["verdict"] == "fail"
+    assert any("longer than the limit of 0.05 s" in p for p in by_name[slow.name]["problems"])
+    assert by_name["broken"]["verdict"] == "fail"
+    assert any("nested 50000 levels deep" in p for p in by_name["broken"]["problems"])
+    ledger = read_ledger(root)
+    assert set(ledger) == {f"{slow.parent.name}/{slow.name}", "zz/broken"}
+
+    # nothing was left half-done: without the limit the same bundle passes, re-rendered exactly
+    rows = verify_all(root, scoring=scoring, time_limit_s=None)
+    good = next(r.verdict for r in rows if r.bundle == slow)
+    assert good["verdict"] == "pass", good["problems"]
+    assert good["reproducibility"] == "exact"
+
+
+def test_a_folder_planted_at_verdict_json_fails_that_bundle_only_and_the_ledger_keeps_its_verdict(
+    tmp_path, demo_bundle, capsys
+):
+    root = tmp_path / "subs"
+    honest = copy_bundle(demo_bundle, root)
+    planted = copy_bundle(demo_bundle, tmp_path / "staging").rename(root / "evil")
+    (planted / "verdict.json").mkdir()
+    (planted / "verdict.json" / "keep.txt").write_text("mine")
+
+    assert run_cli(["verify", "--all", str(root), "--no-rerun", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert json.loads((honest / "verdict.json").read_text())["verdict"] == "pass"
+    assert (planted / "verdict.json" / "keep.txt").read_text() == "mine"
+    entry = read_ledger(root)[planted.relative_to(root).as_posix()]
+    assert entry["written"] is False and entry["verdict"]["verdict"] == "fail"
+    assert any("verdict.json: exists and is a folder" in p for p in entry["verdict"]["problems"])
+    assert len([ln for ln in out.splitlines() if " fail" in ln]) == 1, out
+
+    # unchanged bundles are not judged again, the unwritable one included (its verdict is in the ledger)
+    assert run_cli(["verify", "--all", str(root), "--no-rerun", "--quiet"]) == 1
+    assert capsys.readouterr().out.count("(unchanged, skipped)") == 2
+
+
+def test_a_killed_verify_leaves_no_temp_that_fails_the_rerun(tmp_path, demo_bundle):
+    """A verdict temp file left by kill -9 (between write and rename) is the harness's own: the
+    next verify removes it instead of reporting an extra file in the team's bundle."""
+    root = tmp_path / "subs"
+    bundle = copy_bundle(demo_bundle, root)
+    (bundle / ".verdict.json.0123456789abcdef.tmp").write_text('{"half": ')
+    rows = verify_all(root, rerun=False)
+    assert rows[0].verdict["verdict"] == "pass", rows[0].verdict["problems"]
+    assert not any(n.endswith(".tmp") for n in os.listdir(bundle))
+
+
+def test_a_planted_ledger_link_is_replaced_not_written_through(tmp_path, demo_bundle):
+    root = tmp_path / "subs"
+    copy_bundle(demo_bundle, root)
+    victim = tmp_path / "victim.json"
+    victim.write_text("precious")
+    (root / LEDGER).symlink_to(victim)
+    verify_all(root, rerun=False)
+    assert victim.read_text() == "precious"
+    assert not (root / LEDGER).is_symlink() and read_ledger(root)
