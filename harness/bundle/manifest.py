@@ -29,6 +29,7 @@ MiB = 1 << 20
 MAX_FILES = 256
 MAX_MANIFEST_BYTES = 1 * MiB
 MAX_PATH_CHARS = 200
+MAX_DEPTH = 8  # folders below a bundle's root (it needs 1: images/, lora/)
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp")
 LORA_EXT = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 TEXT_EXT = (".json", ".yaml", ".yml", ".md", ".txt")
@@ -106,12 +107,20 @@ def walk(root: Path) -> tuple[list[str], list[str]]:
     problems: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
+        depth = len(here.relative_to(root).parts)
         for d in list(dirnames):
             if (here / d).is_symlink():
                 problems.append(f"{(here / d).relative_to(root).as_posix()}: symlinked folder (not allowed)")
                 dirnames.remove(d)
+            elif depth + 1 > MAX_DEPTH:
+                rel = (here / d).relative_to(root).as_posix()
+                problems.append(f"{rel}: folders nested over {MAX_DEPTH} deep")
+                dirnames.remove(d)
         dirnames.sort()
         for name in sorted(filenames):
+            if len(files) + len(problems) > MAX_FILES:
+                problems.append(f"more than {MAX_FILES} files (cap); stopped listing")
+                return sorted(files), problems
             p = here / name
             rel = p.relative_to(root).as_posix()
             mode = os.lstat(p).st_mode
@@ -121,9 +130,6 @@ def walk(root: Path) -> tuple[list[str], list[str]]:
                 problems.append(f"{rel}: not a regular file")
             else:
                 files.append(rel)
-        if len(files) > MAX_FILES:
-            problems.append(f"more than {MAX_FILES} files (cap); stopped listing")
-            break
     return sorted(files), problems
 
 
