@@ -93,15 +93,106 @@ def test_scores_json_is_copied_and_shown(tmp_path, demo_run):
     assert "summary.aesthetic_mean | 6.4321" in card and "Unscored" not in card
 
 
-def test_bad_name_writes_nothing_and_existing_bundle_needs_force(tmp_path, demo_run, capsys):
+def _snapshot(root) -> dict:
+    """Every entry under `root` as lstat sees it: file hashes, link targets (nothing followed)."""
+    import os
+    import stat
+    from pathlib import Path
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            mode = os.lstat(p).st_mode
+            rel = p.relative_to(root).as_posix()
+            if stat.S_ISLNK(mode):
+                out[rel] = ("link", os.readlink(p))
+            elif stat.S_ISREG(mode):
+                out[rel] = ("file", sha256_file(p))
+            else:
+                out[rel] = ("dir",)
+    return out
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_name_writes_nothing_and_the_same_story_rebundles(tmp_path, demo_run, capsys):
     out = tmp_path / "subs"
     assert run_cli(["bundle", str(demo_run), "--out", str(out), "--namespace", "bad ns"]) == 2
     assert "namespace 'bad ns'" in capsys.readouterr().err and not out.exists()
     assert run_cli(["bundle", str(demo_run), "--out", str(out), "--namespace", "ns"]) == 0
-    assert run_cli(["bundle", str(demo_run), "--out", str(out), "--namespace", "ns"]) == 2
-    assert "--force" in capsys.readouterr().err
+    first = (out / "demo" / "tiny-story" / "manifest.json").read_bytes()
+    # The same story bundled again replaces its own bundle, with or without --force.
+    assert run_cli(["bundle", str(demo_run), "--out", str(out), "--namespace", "ns2"]) == 0
+    assert (out / "demo" / "tiny-story" / "manifest.json").read_bytes() != first  # the new namespace
     assert run_cli(["bundle", str(demo_run), "--out", str(out), "--namespace", "ns", "--force"]) == 0
     assert [p.name for p in (out / "demo").iterdir()] == ["tiny-story"]  # no temporary leftovers
+
+
+def test_a_different_story_with_the_same_team_and_name_needs_force(tmp_path, demo_run, capsys):
+    """Issue 13 class 11: another story must not silently replace a bundle and lose its LoRA."""
+    out = tmp_path / "subs"
+    assert run_cli(["bundle", str(demo_run), "--out", str(out), "--namespace", "ns"]) == 0
+    other = tmp_path / "other-run"
+    shutil.copytree(demo_run, other)
+    story = (other / "story.yaml").read_text(encoding="utf-8")
+    (other / "story.yaml").write_text(story.replace("title:", "title: 另一个故事 #", 1), encoding="utf-8")
+    before = _snapshot(tmp_path)
+    assert run_cli(["bundle", str(other), "--out", str(out), "--namespace", "ns"]) == 2
+    err = _one_line(capsys)
+    assert str(out / "demo" / "tiny-story") in err and "different story" in err and "--force" in err
+    assert _snapshot(tmp_path) == before  # the bundle and its LoRA are untouched
+    assert run_cli(["bundle", str(other), "--out", str(out), "--namespace", "ns", "--force"]) == 0
+    bundled = (out / "demo" / "tiny-story" / "story.yaml").read_bytes()
+    assert bundled == (other / "story.yaml").read_bytes()
+
+
+def test_a_rebundle_that_would_lose_a_lora_needs_force(tmp_path, demo_run, tiny_model_dir, capsys):
+    from tests.bundle_fixtures import make_lora
+
+    extra = make_lora(tmp_path / "extra", tiny_model_dir, seed=1).rename(tmp_path / "extra.safetensors")
+    out = tmp_path / "subs"
+    assert run_cli(["bundle", str(demo_run), "--out", str(out), "--lora", str(extra)]) == 0
+    before = _snapshot(out)
+    assert run_cli(["bundle", str(demo_run), "--out", str(out)]) == 2
+    err = _one_line(capsys)
+    assert "lora/extra.safetensors" in err and "--force" in err
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("what", ["user-folder", "symlink", "file", "stray-file", "team-symlink"])
+def test_a_folder_the_harness_did_not_write_is_never_replaced(tmp_path, demo_run, capsys, what):
+    out = tmp_path / "subs"
+    target = out / "demo" / "tiny-story"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("someone's file", encoding="utf-8")
+    if what == "user-folder":
+        target.mkdir(parents=True)
+        (target / "notes.md").write_text("my notes", encoding="utf-8")
+    elif what == "symlink":
+        target.parent.mkdir(parents=True)
+        target.symlink_to(elsewhere)
+    elif what == "file":
+        target.parent.mkdir(parents=True)
+        target.write_text("a file", encoding="utf-8")
+    elif what == "stray-file":
+        assert run_cli(["bundle", str(demo_run), "--out", str(out)]) == 0
+        (target / "notes.md").write_text("my notes, saved into the bundle folder", encoding="utf-8")
+    else:
+        out.mkdir()
+        (out / "demo").symlink_to(elsewhere)
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+    for force in ([], ["--force"]):
+        assert run_cli(["bundle", str(demo_run), "--out", str(out), *force]) == 2
+        err = _one_line(capsys)
+        assert str(target if what != "team-symlink" else out / "demo") in err
+        assert _snapshot(tmp_path) == before
 
 
 def test_a_changed_lora_is_not_bundled(tmp_path, demo_run):

@@ -29,7 +29,13 @@ def add_parsers(sub) -> None:
         help="add a LoRA file in another format (repeatable)",
     )
     p.add_argument("--license", default="apache-2.0", help="license in the model card (default apache-2.0)")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle of this story")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the bundle of a different story with the same team and name, and its LoRA "
+        "(a re-bundle of the same story needs no --force; "
+        "a folder the harness did not write is never replaced)",
+    )
     p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("upload", help="create the ModelScope model repo and upload a bundle")

@@ -3,8 +3,12 @@
 Owns: what goes into a bundle and under which name (images, contact sheet, the exact story
 file, the run's manifest as run.json, prompts.json, scores.json when the run was scored, the
 LoRA files, configuration.json, README.md and manifest.json), and the order of the checks: the
-model id, the run's completeness, the LoRA's hash and content are all checked before anything is
-written; the bundle is assembled in a temporary sibling folder and moved into place at the end.
+model id, the run's completeness, the LoRA's hash and content, and the folder the bundle goes to
+are all checked before anything is written; the bundle is assembled in a temporary sibling folder
+and moved into place at the end. An existing folder there is replaced only when it is a bundle
+the harness wrote (its manifest.json, nothing unlisted beside it) and either of the same story
+(same story.yaml bytes, and every LoRA it holds kept) or `force` is given; a link, a file or
+someone's folder is refused whatever `force` says (see `harness.ownership`).
 Must not render or score.
 """
 
@@ -22,6 +26,8 @@ from typing import Any
 from harness.bundle import manifest as mf
 from harness.bundle.naming import ModelId, model_id
 from harness.errors import HarnessError
+from harness.ownership import Purpose, inspect
+from harness.safeio import write_atomic, write_json
 
 NAMESPACE_ENV = "MODELSCOPE_NAMESPACE"
 RUN_JSON = "run.json"
@@ -162,6 +168,54 @@ def _diffsynth_alpha(rank: Any, scale: float, training: dict[str, Any] | None) -
     return "ALPHA", "lora_alpha and rank were not recorded: fill in the training alpha times the strength"
 
 
+def _bundle_stray(folder: Path, marker: dict[str, Any]) -> str | None:
+    """The first file in a bundle folder that its manifest does not list (links count)."""
+    files = marker.get("files") if isinstance(marker.get("files"), list) else []
+    listed = {f.get("path") for f in files if isinstance(f, dict)} | {mf.MANIFEST, mf.VERDICT}
+    found, problems = mf.walk(folder)
+    if problems:
+        return problems[0].split(": ", 1)[0]
+    return next((rel for rel in found if rel not in listed), None)
+
+
+BUNDLE = Purpose("a bundle", mf.MANIFEST, "harness.bundle", mf.MAX_MANIFEST_BYTES, _bundle_stray)
+
+
+def check_target(target: Path, story_sha256: str, lora_sha256: set[str], *, force: bool) -> bool:
+    """Whether `target` holds a bundle this one may replace (False: nothing there yet).
+
+    Refuses with one line: a link or file at the team or bundle folder, a folder the harness did
+    not write, and, without `force`, the bundle of a different story or one whose LoRA would be
+    lost. Reads only; nothing is written."""
+    team_dir = target.parent
+    if team_dir.is_symlink():
+        raise HarnessError(f"{team_dir}: is a symlink; the harness does not write a bundle through it")
+    owned = inspect(target, BUNDLE)
+    if owned.state != "ours":
+        return owned.state == "empty"
+    marker = owned.marker or {}
+    hashes = {f.get("path"): f.get("sha256") for f in marker.get("files", []) if isinstance(f, dict)}
+    loras = (
+        [p for p in marker.get("lora", []) if isinstance(p, str)]
+        if isinstance(marker.get("lora"), list)
+        else []
+    )
+    lost = [p for p in loras if hashes.get(p) not in lora_sha256]
+    if force:
+        return True
+    if hashes.get(STORY) != story_sha256:
+        raise HarnessError(
+            f"{target}: holds the bundle of a different story with this team and name (story.yaml "
+            "differs); pass --force to replace it and its LoRA, or give this story another name"
+        )
+    if lost:
+        raise HarnessError(
+            f"{target}: holds {lost[0]}, a LoRA this bundle would not keep; pass --force to replace "
+            "it, or give this story another name"
+        )
+    return True
+
+
 def write_bundle(
     run_dir: str | Path,
     *,
@@ -175,7 +229,8 @@ def write_bundle(
     """Bundle the complete run in `run_dir` into `<out_root>/<team>/<name>/` (see module docstring).
 
     `namespace` defaults to $MODELSCOPE_NAMESPACE, else the team name. `loras` adds LoRA files in
-    other formats. An existing bundle folder is replaced only with `force`.
+    other formats. An existing bundle of the same story is replaced (a re-bundle); one of a
+    different story, or whose LoRA would be lost, only with `force`; anything else never.
     """
     from harness.bundle.card import render_card, score_rows
     from harness.lora.checks import check_lora
@@ -197,14 +252,12 @@ def write_bundle(
     scores_path = run_dir / SCORES
     scores = _read_json(scores_path, "scores") if scores_path.is_file() else None
 
+    from harness.hashing import sha256_file
+
     target = Path(out_root) / story.team / story.name
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise HarnessError(f"{target}: exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()):
-        if not force:
-            raise HarnessError(f"{target}: a bundle is already there; use --force to replace it")
-        if not (target / mf.MANIFEST).is_file():
-            raise HarnessError(f"{target}: not empty and not a bundle; refusing to replace it")
+    story_sha = sha256_file(run_dir / STORY)
+    lora_shas = {sha256_file(p) for p in lora_files}
+    check_target(target, story_sha, lora_shas, force=force)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{story.name}.", dir=target.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is meant to be shared
@@ -296,7 +349,7 @@ def write_bundle(
                 "files": files_so_far,
             }
         )
-        (tmp / CARD).write_text(card, encoding="utf-8")
+        write_atomic(tmp / CARD, card)
 
         versions = library_versions()
         for name in ("modelscope", "jinja2"):
@@ -321,9 +374,17 @@ def write_bundle(
             },
         )
         mf.write(tmp, manifest)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        # Again, just before the swap: the folder may have changed while the bundle was assembled.
+        if check_target(target, story_sha, lora_shas, force=force) or target.is_dir():
+            trash = Path(tempfile.mkdtemp(prefix=f".{story.name}.old.", dir=target.parent))
+            os.replace(target, trash / "old")
+            os.replace(tmp, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise HarnessError(f"{target}: could not be written ({e.strerror}); nothing changed") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -331,4 +392,4 @@ def write_bundle(
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_json(path, data)

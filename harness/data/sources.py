@@ -188,7 +188,8 @@ def folder_items(
         if missing:
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
             raise HarnessError(
-                f"{folder / METADATA}: {len(missing)} row(s) name images missing from {folder}: {shown}"
+                f"{folder / METADATA}: {len(missing)} row(s) name images missing from {folder} "
+                f"or outside it: {shown}"
             )
         for e in entries:
             if e.rel == METADATA or e.rel in listed:
