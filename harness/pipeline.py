@@ -6,7 +6,7 @@ Owns the order of the stages and what passes between them; each stage is its own
 
 from __future__ import annotations
 
-import shutil
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,18 +36,23 @@ class RunOutcome:
 
 
 def _keep_training_outputs(lora_file: Path, run_dir: Path) -> dict[str, Any] | None:
-    """Copy the trained LoRA (all its formats) and its training manifest into the run folder."""
-    import json
+    """Copy the trained LoRA (all its formats) and its training manifest into the run folder.
+
+    Written with `harness.safeio` (a link planted in the run folder is replaced, not followed).
+    """
+    from harness.safeio import read_json, write_atomic
 
     train_dir = lora_file.parent
     dest = run_dir / RUN_LORA_DIR
-    dest.mkdir(exist_ok=True)
+    if not dest.is_dir() or dest.is_symlink():
+        dest.mkdir()
     for f in sorted(train_dir.glob("*.safetensors")):
-        shutil.copyfile(f, dest / f.name)
+        write_atomic(dest / f.name, f.read_bytes())
     manifest = train_dir / RUN_TRAINING
     if manifest.is_file():
-        shutil.copyfile(manifest, run_dir / RUN_TRAINING)
-        return json.loads(manifest.read_text(encoding="utf-8"))
+        data = read_json(manifest)
+        write_atomic(run_dir / RUN_TRAINING, manifest.read_bytes())
+        return data if isinstance(data, dict) else None
     return None
 
 
@@ -66,19 +71,32 @@ def run_story(
     submissions: Path = Path("submissions"),
     namespace: str | None = None,
 ) -> RunOutcome:
-    """Validate, train when `lora.train` is declared, render, score and bundle one story."""
+    """Validate, train when `lora.train` is declared, render, score and bundle one story.
+
+    Every input is checked before anything is written: the story (team and name under the
+    bundle's naming rule), the bundle's namespace, the output folder, and (in `plan_render`)
+    the model and the LoRA's content. The run folder is locked from the render to the bundle.
+    """
     from harness.config.story import load_story
-    from harness.render.run import render_story
+    from harness.render import outdir
+    from harness.render.run import plan_render, story_sha256
 
     loaded = load_story(story_path)
+    story = loaded.story
+    out = Path(out)
+    if bundle:
+        from harness.bundle.naming import model_id
+        from harness.bundle.writer import NAMESPACE_ENV
+
+        model_id(namespace or os.environ.get(NAMESPACE_ENV) or story.team, story.team, story.name)
+    outdir.check_out_dir(out, {"story_sha256": story_sha256(loaded)}, force=force)
     lora_file = None
-    training = None
     if loaded.lora_train_config is not None:
         from harness.train.api import ensure_trained
 
         lora_file = ensure_trained(loaded.lora_train_config, device=device, progress=progress)
 
-    result = render_story(
+    plan = plan_render(
         loaded,
         out,
         panels=panels,
@@ -88,6 +106,16 @@ def run_story(
         progress=progress,
         lora_file=lora_file,
     )
+    with outdir.locked(plan.out):
+        return _run_locked(plan, loaded, lora_file, scoring, score, bundle, submissions, namespace)
+
+
+def _run_locked(plan, loaded, lora_file, scoring, score, bundle, submissions, namespace) -> RunOutcome:
+    from harness.render.run import execute_render
+
+    out = plan.out
+    training = None
+    result = execute_render(plan)
     outcome = RunOutcome(render=result, lora=lora_file or loaded.lora_path)
     if lora_file is not None:
         training = _keep_training_outputs(lora_file, out)
@@ -109,6 +137,6 @@ def run_story(
         from harness.bundle.writer import write_bundle
 
         outcome.bundle = write_bundle(
-            out, out_root=submissions, namespace=namespace, training=training, force=force
+            out, out_root=submissions, namespace=namespace, training=training, force=plan.force
         )
     return outcome
