@@ -1,7 +1,8 @@
 """What a bundle's scores.json claims, read safely, and how it compares with the judges' re-score.
 
-Owns: reading the team's scores.json from an untrusted bundle (size cap, UTF-8 JSON, the
-`harness.scores` kind, a finite aesthetic mean), which story-level numbers are compared, the
+Owns: reading the team's scores.json from an untrusted bundle (through `harness.safeio`: no link
+followed, no FIFO opened, size and nesting capped; the `harness.scores` kind, a finite aesthetic
+mean), which story-level numbers are compared, the
 tolerance, and the rule that a number is compared only when both sides scored with the same
 weights (the content sha256 each metric records, text tower included). With other weights the
 numbers may differ legitimately: that is a note, not a failure.
@@ -9,16 +10,16 @@ numbers may differ legitimately: that is a note, not a failure.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from harness.bundle.manifest import MiB
 from harness.bundle.writer import SCORES
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError
 
 MAX_JSON_BYTES = 10 * MiB
+MAX_JSON_DEPTH = 16  # scores.json as the harness writes it is 5 levels deep
 # The story-level numbers each metric reports, by metric name.
 COMPARED: dict[str, tuple[str, ...]] = {
     "aesthetic": ("aesthetic_mean",),
@@ -38,13 +39,11 @@ def number(v: Any) -> float | None:
 
 
 def read_json(path: Path, what: str) -> Any:
-    """JSON from an untrusted file: capped in size, UTF-8, one-line HarnessError otherwise."""
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise HarnessError(f"{what}: larger than {MAX_JSON_BYTES} bytes (cap)")
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise HarnessError(f"{what}: not valid UTF-8 JSON ({first_line(e)})") from None
+    """JSON from an untrusted file (`harness.safeio.read_json`: no link followed, no FIFO opened,
+    at most MAX_JSON_BYTES, nested at most MAX_JSON_DEPTH); one-line HarnessError otherwise."""
+    from harness import safeio
+
+    return safeio.read_json(path, max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH, what=what)
 
 
 def read_claimed(bundle: Path, intact: set[str]) -> tuple[dict | None, str]:
@@ -56,7 +55,7 @@ def read_claimed(bundle: Path, intact: set[str]) -> tuple[dict | None, str]:
         return None, f"no {SCORES} in the bundle"
     try:
         data = read_json(bundle / SCORES, SCORES)
-    except (HarnessError, OSError) as e:
+    except HarnessError as e:
         return None, str(e)
     if not isinstance(data, dict) or data.get("kind") != "harness.scores":
         return None, f"{SCORES}: not a harness scores file"

@@ -2,17 +2,23 @@
 
 Owns: the order of the checks and the verdict. A bundle is never trusted: the manifest is
 checked against the files first (missing, extra, altered, symlinked, oversized); only files the
-manifest lists and that are intact regular files are opened, and only with the safe readers in
-`content.py` (images) and `harness.lora.checks` (LoRA files); re-scoring and re-rendering run
-only when every file-level check passed, through the one seam `rerun_checks` (the scoring
-package's `score_run`), and the team's scores.json is then held against the re-score
-(`claims.py`). Each failed check is one line in verdict.json; nothing here lets a traceback
-escape for bad bundle content.
+manifest lists and that are intact regular files are opened, and only with the safe readers:
+`harness.safeio` (JSON: no link followed, no FIFO opened, size and depth capped),
+`harness.config.yamlio.read_yaml` (story.yaml), `content.py` (images and their embedded
+parameters) and `harness.lora.checks` (LoRA files). Nothing outside the bundle is opened,
+hashed or read because of what the bundle says: its story's lora.path, its run record's
+story.source and the LoRA file names its panels record are never used as paths; the only LoRA
+candidates for the re-render are the bundle's own intact LoRA files, matched by sha256, and
+the only base models it may name are ALLOWED_BASES. Re-scoring and re-rendering run only when
+every file-level check passed, through the one seam `rerun_checks` (the scoring package's
+`score_run`); every score and the gate then rest on the judges' own re-rendered pixels, never
+on the team's (the verdict's `scored_pixels` says which), and the team's scores.json is held
+against the team's own pixels scored by the judges (`claims.py`). Each failed check is one line
+in verdict.json; nothing here lets a traceback escape for bad bundle content.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -23,14 +29,16 @@ from harness.bundle import manifest as mf
 from harness.bundle.naming import parse_model_id
 from harness.bundle.writer import IMAGES_DIR, PROMPTS, RUN_JSON, STORY
 from harness.errors import HarnessError, first_line
+from harness.score.reproduce import ALLOWED_BASES, allowed_base
 
 if TYPE_CHECKING:
     from harness.config.scoring import ScoringConfig
 
 OK, FAILED, SKIPPED, WARNING = "ok", "failed", "skipped", "warning"
-# Base models a bundle may name: the real Kolors and the built-in tiny one. `local:` paths are
-# refused: a bundle must not make the judges' machine load a folder the bundle chose.
-ALLOWED_BASES = ("tiny", "modelscope:Kwai-Kolors/Kolors-diffusers")
+MAX_JSON_DEPTH = 16  # prompts.json and run.json as the harness writes them are 3 levels deep
+# Base models a bundle may name (ALLOWED_BASES, from harness.score.reproduce): the real Kolors
+# and the built-in tiny one. `local:` paths are refused: a bundle must not make the judges'
+# machine load a folder the bundle chose.
 
 
 @dataclass
@@ -55,6 +63,11 @@ class Verdict:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     scores: dict[str, Any] | None = None
+    # Which pixels `scores` and the gate rest on: "re-rendered" (the judges' own re-render),
+    # "submitted" (the team's files: no re-render happened) or "mixed"; None when nothing scored.
+    scored_pixels: str | None = None
+    # The team's own files scored by the judges, when they differ from the re-render.
+    submitted_scores: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -78,15 +91,7 @@ class Verdict:
 
 
 def _allowed_base(ref: Any) -> bool:
-    if not isinstance(ref, str):
-        return False
-    try:
-        from harness.models.refs import parse_ref
-
-        parsed = str(parse_ref(ref))
-    except ValueError:
-        return False
-    return parsed.split("@")[0] in ALLOWED_BASES
+    return allowed_base(ref)
 
 
 def _base_shapes(base_model: str, notes: list[str]) -> dict[str, tuple[int, int]] | None:
@@ -109,6 +114,14 @@ def _base_shapes(base_model: str, notes: list[str]) -> dict[str, tuple[int, int]
         notes.append(f"LoRA shapes not checked against {base_model}: its UNet config is not on this machine")
         return None
     return unet_linear_shapes(config)
+
+
+def _read_json(bundle: Path, rel: str) -> Any:
+    """A JSON file of the bundle through `harness.safeio.read_json` (no link followed, no FIFO
+    opened, at most the manifest's text cap, nested at most MAX_JSON_DEPTH); one line otherwise."""
+    from harness.safeio import read_json
+
+    return read_json(bundle / rel, max_bytes=mf.CAPS["text"], max_depth=MAX_JSON_DEPTH, what=rel)
 
 
 def _story_checks(bundle: Path, v: Verdict, listed: set[str]):
@@ -147,12 +160,16 @@ def _story_checks(bundle: Path, v: Verdict, listed: set[str]):
     ]
     if PROMPTS in listed:
         try:
-            prompts = json.loads((bundle / PROMPTS).read_text(encoding="utf-8"))
-            got = [{k: p.get(k) for k in ("index", "seed", "prompt", "negative_prompt")} for p in prompts]
-        except (ValueError, AttributeError, TypeError, OSError):
-            got = None
-        if got != expected:
-            problems.append(f"{PROMPTS}: does not match the prompts and seeds in {STORY}")
+            prompts = _read_json(bundle, PROMPTS)
+        except HarnessError as e:
+            problems.append(str(e))
+        else:
+            try:
+                got = [{k: p.get(k) for k in ("index", "seed", "prompt", "negative_prompt")} for p in prompts]
+            except (AttributeError, TypeError):
+                got = None
+            if got != expected:
+                problems.append(f"{PROMPTS}: does not match the prompts and seeds in {STORY}")
     else:
         problems.append(f"{PROMPTS}: not in the bundle")
     v.add("story", problems, f"{story.panel_count} panels, base model {story.base_model}")
@@ -225,23 +242,32 @@ class Rerun:
     gate: str  # pass / fail / skipped
     reproducibility: str  # exact / reproducible / not reproducible / unchecked / refused / skipped
     problems: list[str]
-    summary: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None  # on `scored_pixels`
     models: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # metric -> weights used
+    scored_pixels: str | None = None  # re-rendered / submitted / mixed
+    submitted_summary: dict[str, Any] | None = None  # the team's files, when they differ
 
 
-def rerun_checks(bundle: Path, lora: Path | None, config: "ScoringConfig | None") -> Rerun:
-    """THE seam to the scoring package: re-score the gate and re-render for reproducibility.
+def rerun_checks(bundle: Path, loras: Path | list[Path] | None, config: "ScoringConfig | None") -> Rerun:
+    """THE seam to the scoring package: re-render for reproducibility and re-score the gate.
 
-    Calls `harness.score.api.score_run` on the bundle (its images/, story.yaml and LoRA).
+    Calls `harness.score.api.score_run` on the bundle as an untrusted folder: its images/ and
+    story.yaml, and only `loras` (the bundle's own intact LoRA files) as LoRA candidates. The
+    gate and every score rest on the judges' re-rendered pixels whenever the re-render ran
+    (`scored_pixels`); the team's files are scored too when they differ, for the claims check.
     """
     from harness.config.scoring import scoring_for
     from harness.config.story import Story
     from harness.config.yamlio import parse_model, read_yaml
     from harness.score.api import score_run, summary
 
-    # Schema only: the story's own lora.path points outside the bundle (its LoRA is in lora/).
+    # Schema only: the story's own lora.path is never followed (its LoRA is in lora/).
     base_model = parse_model(read_yaml(bundle / STORY), Story).base_model
-    run = score_run(bundle, bundle / STORY, scoring_for(base_model, config), lora=lora)
+    if not allowed_base(base_model):  # _story_checks refused it already; never reached
+        raise HarnessError(f"{STORY}: base_model {base_model!r} is not allowed")
+    given = [] if loras is None else [loras] if isinstance(loras, Path) else list(loras)
+    config = scoring_for(base_model, config)
+    run = score_run(bundle, bundle / STORY, config, lora=given, untrusted=True)
     problems: list[str] = []
     aesthetic = run.metrics.get("aesthetic")
     gate = SKIPPED if aesthetic is None else ("pass" if run.valid else "fail")
@@ -257,7 +283,20 @@ def rerun_checks(bundle: Path, lora: Path | None, config: "ScoringConfig | None"
             problems += [f"reproducibility: {p.file}: {p.reason}" for p in bad[:8]]
     else:
         repro = SKIPPED
-    return Rerun(gate, repro, problems, summary(run), {n: m.models for n, m in run.metrics.items()})
+    if config.reproduce and run.repro_error is None and run.scored_pixels != "re-rendered":
+        problems.append(
+            f"scoring: only {sum(k == 're-rendered' for k in run.pixels)} of {len(run.panels)} panels "
+            "were re-rendered; the judges score their own pixels only"
+        )
+    return Rerun(
+        gate,
+        repro,
+        problems,
+        summary(run),
+        {n: m.models for n, m in run.metrics.items()},
+        run.scored_pixels,
+        summary(run, run.submitted_metrics) if run.submitted_metrics is not None else None,
+    )
 
 
 def verify_bundle(
@@ -282,11 +321,12 @@ def verify_bundle(
         v.add("manifest", [str(e)])
         files, walk_problems = mf.walk(bundle)
         v.problems += walk_problems
-        raw = (
-            (bundle / mf.MANIFEST).read_bytes()
-            if (bundle / mf.MANIFEST).is_file() and not (bundle / mf.MANIFEST).is_symlink()
-            else b""
-        )
+        try:  # the digest covers whatever sits there, read with the same caps as the manifest
+            from harness.safeio import read_bytes
+
+            raw = read_bytes(bundle / mf.MANIFEST, max_bytes=mf.MAX_MANIFEST_BYTES)
+        except HarnessError:
+            raw = b""
         v.digest = mf.bundle_digest(raw, {})
         return v
     v.team, v.name, v.model_id = manifest.team, manifest.name, manifest.model_id
@@ -314,14 +354,15 @@ def verify_bundle(
     sound = _content_checks(bundle, v, intact, story, manifest)
     run_problems = []
     if RUN_JSON in listed:
+        recorded = None
         try:
-            run = json.loads((bundle / RUN_JSON).read_text(encoding="utf-8"))
+            run = _read_json(bundle, RUN_JSON)
             recorded = {p["file"]: p["sha256"] for p in run.get("panels", [])}
-        except (ValueError, AttributeError, TypeError, KeyError, OSError):
-            recorded = None
-        if recorded is None:
+        except HarnessError as e:
+            run_problems.append(str(e))
+        except (AttributeError, TypeError, KeyError):
             run_problems.append(f"{RUN_JSON}: not a readable run record")
-        else:
+        if recorded is not None:
             for rel, digest in sorted(recorded.items()):
                 if rel in intact and intact[rel] != digest:
                     run_problems.append(f"{rel}: differs from the image recorded when the run was rendered")
@@ -336,25 +377,19 @@ def verify_bundle(
     elif not v.passed:
         v.checks.append(Check("rescore/rerender", SKIPPED, "file or content checks failed"))
     else:
-        lora = next(iter(sound.values()), None)
-        used = None
         try:
-            from harness.render.pngmeta import read_params
-
-            used = (read_params(bundle / IMAGES_DIR / "01.png").get("lora") or {}).get("sha256")
-        except HarnessError:
-            pass
-        if used in sound:
-            lora = sound[used]
-        try:
-            result = rerun_checks(bundle, lora, scoring)
+            result = rerun_checks(bundle, list(sound.values()), scoring)
         except HarnessError as e:
             result = Rerun(SKIPPED, "refused", [f"rescore/rerender: {e}"])
         v.gate, v.reproducibility, v.scores = result.gate, result.reproducibility, result.summary
+        v.scored_pixels, v.submitted_scores = result.scored_pixels, result.submitted_summary
+        if result.scored_pixels == "submitted":
+            v.notes.append("the scores rest on the team's own pixels: nothing was re-rendered")
+        pixels = "the judges' re-render" if result.scored_pixels == "re-rendered" else result.scored_pixels
         v.add(
             "rescore/rerender",
             result.problems,
-            f"gate {result.gate}, reproducibility {result.reproducibility}",
+            f"gate {result.gate}, reproducibility {result.reproducibility}, scored on {pixels}",
         )
         _claims_check(bundle, v, listed, result)
     return v
@@ -368,7 +403,8 @@ def _claims_check(bundle: Path, v: Verdict, intact: set[str], result: Rerun) -> 
     if claimed is None or result.summary is None:
         v.checks.append(Check("claimed scores", SKIPPED, why or "nothing re-scored"))
         return
-    problems, notes = compare(claimed, result.models, result.summary)
+    # The team scored its own files: hold the claim against those pixels, scored by the judges.
+    problems, notes = compare(claimed, result.models, result.submitted_summary or result.summary)
     v.notes += notes
     v.add("claimed scores", problems, "scores.json agrees with the re-score")
 

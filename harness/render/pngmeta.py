@@ -14,6 +14,9 @@ from harness.errors import HarnessError
 
 CHUNK = "harness"
 MAX_PIXELS = 64 * 1024 * 1024  # refuse decompression bombs when inspecting untrusted files
+MAX_PNG_BYTES = 64 << 20  # a 2048x2048 16-bit RGBA panel stored uncompressed is 32 MiB
+MAX_PARAMS_CHARS = 64 << 10  # the harness writes about 1 KB; prompts are capped far below this
+MAX_PARAMS_DEPTH = 8  # the harness writes 2 levels (model, lora)
 
 
 def _a1111_text(p: dict[str, Any]) -> str:
@@ -45,30 +48,61 @@ def save_png(image, path: Path, params: dict[str, Any]) -> None:
     write_atomic(path, buf.getvalue())
 
 
-def read_params(path: str | Path) -> dict[str, Any]:
-    """The embedded parameters of a harness PNG; HarnessError if absent or unreadable."""
+def params_from_text(text: str | None, label: str) -> dict[str, Any]:
+    """The harness parameters from the text of a PNG's `harness` chunk, checked: at most
+    MAX_PARAMS_CHARS characters, JSON nested at most MAX_PARAMS_DEPTH deep, a mapping.
+    HarnessError (one line starting with `label`) otherwise."""
+    from harness.safeio import loads_json
+
+    if text is None:
+        raise HarnessError(f"{label}: no harness parameters embedded (not rendered by harness?)")
+    if len(text) > MAX_PARAMS_CHARS:
+        raise HarnessError(
+            f"{label}: the embedded harness parameters are {len(text)} characters, over the cap of "
+            f"{MAX_PARAMS_CHARS}"
+        )
+    try:
+        data = loads_json(text, source="embedded harness parameters", max_depth=MAX_PARAMS_DEPTH)
+    except HarnessError as e:
+        raise HarnessError(f"{label}: {e}") from None
+    if not isinstance(data, dict):
+        raise HarnessError(f"{label}: the embedded harness parameters are not a mapping")
+    return data
+
+
+def png_text(im) -> str | None:
+    """The `harness` chunk of an open PIL image (None when absent or not a PNG). PIL itself caps
+    each compressed text chunk at PngImagePlugin.MAX_TEXT_CHUNK (1 MB) inflated and all text at
+    MAX_TEXT_MEMORY (64 MB); `params_from_text` then caps the one chunk read."""
+    if im.format != "PNG":
+        return None
+    text = im.text.get(CHUNK)
+    return text if isinstance(text, str) else None
+
+
+def read_params(path: str | Path, *, follow_links: bool = False) -> dict[str, Any]:
+    """The embedded parameters of a harness PNG; HarnessError if absent or unreadable.
+
+    The file is read through `harness.safeio.read_bytes` (no link followed unless
+    `follow_links`, no FIFO opened, at most MAX_PNG_BYTES) and decoded from memory under
+    MAX_PIXELS, so an untrusted panel can neither point elsewhere nor inflate without bound.
+    """
+    import io
+
     from harness.imaging import open_untrusted
+    from harness.safeio import read_bytes
 
     path = Path(path)
-    if not path.is_file():
-        raise HarnessError(f"{path}: no such file")
+    data = read_bytes(path, max_bytes=MAX_PNG_BYTES, follow_links=follow_links)
     try:
-        with open_untrusted(path, MAX_PIXELS) as im:
+        with open_untrusted(io.BytesIO(data), MAX_PIXELS) as im:
             fmt = im.format
-            text = im.text.get(CHUNK) if fmt == "PNG" else None
+            text = png_text(im)
     except HarnessError as e:
         raise HarnessError(f"{path}: not a readable image ({e})") from None
     if fmt != "PNG":
         raise HarnessError(f"{path}: not a PNG ({fmt}); parameters live in PNG chunks")
-    if text is None:
-        raise HarnessError(f"{path}: no harness parameters embedded (not rendered by harness?)")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise HarnessError(f"{path}: the embedded harness parameters are not valid JSON") from None
-    if not isinstance(data, dict):
-        raise HarnessError(f"{path}: the embedded harness parameters are not a mapping")
-    return data
+    return params_from_text(text, str(path))
 
 
 def describe(params: dict[str, Any]) -> str:

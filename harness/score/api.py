@@ -4,11 +4,23 @@ Flow: load and check the images -> find prompts (story, else embedded parameters
 re-render (reproducibility; Kolors then parked off the GPU) -> load each scorer's models once ->
 score all panels in batches -> compare the re-renders -> a typed `ScoreRun`. Writing scores.json
 and printing are `report.py`'s job.
+
+Which pixels are scored: when a panel was re-rendered here, every score and the aesthetic gate
+rest on the re-render, not on the file. The file is only evidence to compare the re-render
+with, so a submitted edit that stays within the reproducibility tolerance (say, one steered by
+the aesthetic predictor's gradient) changes no score. Panels that could not be re-rendered are
+scored on their file's pixels, and the run says which (`ScoreRun.pixels`, `scored_pixels`).
+When some re-render differs from its file, the files are scored as well (`submitted_metrics`):
+the judges hold a team's own scores.json against those, and show both.
+
+A bundle folder (its manifest says kind `harness.bundle`) is untrusted: the re-render looks for
+its LoRA only among the bundle's own lora/ files (or `lora`), never where its story or images
+point (see `harness.score.reproduce`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +34,8 @@ if TYPE_CHECKING:
     from harness.score.reproduce import ReproResult
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
+# Which pixels a panel's scores rest on.
+RERENDERED, SUBMITTED, MIXED = "re-rendered", "submitted", "mixed"
 
 
 @dataclass
@@ -39,6 +53,15 @@ class ScoreRun:
     reproducibility: "ReproResult | None" = None
     repro_error: str | None = None  # the check was refused (model or LoRA not the recorded one)
     notes: list[str] = field(default_factory=list)
+    pixels: list[str] = field(default_factory=list)  # per panel: RERENDERED or SUBMITTED
+    # The same scorers on the files' own pixels, only when some re-render differs from its file.
+    submitted_metrics: dict[str, MetricResult] | None = None
+
+    @property
+    def scored_pixels(self) -> str:
+        """RERENDERED when every score rests on re-rendered pixels, SUBMITTED when none, else MIXED."""
+        kinds = set(self.pixels) or {SUBMITTED}
+        return kinds.pop() if len(kinds) == 1 else MIXED
 
     @property
     def valid(self) -> bool:
@@ -90,13 +113,15 @@ def score_run(
     story: "Path | LoadedStory | None" = None,
     config: ScoringConfig | None = None,
     *,
-    lora: Path | None = None,
+    lora: Path | list[Path] | None = None,
+    untrusted: bool | None = None,
 ) -> ScoreRun:
-    """Score the images in `folder` (a run folder or a plain folder of images).
+    """Score the images in `folder` (a run folder, a bundle or a plain folder of images).
 
     Raises HarnessError when nothing is usable (no folder, no image). Every other problem is
     recorded in the result: skipped files, too few panels, missing parameters, a refused
-    reproducibility check.
+    reproducibility check. `lora`: LoRA file(s) to re-render with. `untrusted`: the folder was
+    made by someone else (see the module docstring); None: True for a bundle folder.
     """
     from harness.score import registry
     from harness.score.models import shared_cache
@@ -126,6 +151,12 @@ def score_run(
     # leaves the GPU before the scoring models arrive, so the two are never resident together.
     models = shared_cache(config.device, config.pins)
     models.park()  # still on the GPU from a previous story of this process
+    if untrusted is None:
+        untrusted = is_bundle(folder)
+    if untrusted and lora is None:
+        from harness.score.reproduce import folder_loras
+
+        lora = folder_loras(folder / "lora")
     rerendered = None
     if config.reproduce:
         if any(p.params is not None for p in run.panels):
@@ -138,6 +169,7 @@ def score_run(
                     run_dir=folder if images.folder != folder else None,
                     story_path=story_path if story is not None else None,
                     lora=lora,
+                    untrusted=untrusted,
                 )
             except HarnessError as e:
                 run.repro_error = str(e)
@@ -146,12 +178,16 @@ def score_run(
         else:
             run.notes.append("no panel has embedded parameters: no reproducibility check possible")
 
+    scored, run.pixels = _scored_panels(run.panels, rerendered)
     scorers = [registry.get(name)(config, models) for name in config.scorers]
     for scorer in scorers:
         scorer.load()
-    ctx = ScoreContext(run.panels, run.prompts, config, models, required)
+    ctx = ScoreContext(scored, run.prompts, config, models, required)
     for scorer in scorers:
         run.metrics[scorer.name] = scorer.score(ctx)
+    if scorers and any(_differs(a, b) for a, b in zip(run.panels, scored, strict=True)):
+        ctx = ScoreContext(run.panels, run.prompts, config, models, required)
+        run.submitted_metrics = {scorer.name: scorer.score(ctx) for scorer in scorers}
 
     if rerendered is not None:
         from harness.score.reproduce import judge_rerenders, reproduce_model
@@ -166,14 +202,54 @@ def score_run(
     return run
 
 
-def summary(run: ScoreRun) -> dict[str, Any]:
-    """The story-level numbers, flat, for tables and leaderboards."""
+def is_bundle(folder: Path) -> bool:
+    """True when `folder` holds a bundle manifest (read with safeio's caps; a link is not one)."""
+    from harness.safeio import read_json
+
+    try:
+        data = read_json(Path(folder) / "manifest.json", max_bytes=1 << 20, max_depth=8)
+    except HarnessError:
+        return False
+    return isinstance(data, dict) and data.get("kind") == "harness.bundle"
+
+
+def _scored_panels(panels: list[Panel], rerendered) -> tuple[list[Panel], list[str]]:
+    """(the panels as scored, RERENDERED/SUBMITTED per panel): a re-render replaces its file."""
+    if rerendered is None:
+        return panels, [SUBMITTED] * len(panels)
+    out, kinds = [], []
+    for p in panels:
+        again = rerendered.images.get(p.index)
+        if again is None:
+            out.append(p)
+            kinds.append(SUBMITTED)
+        else:
+            out.append(replace(p, image=again.convert("RGB")))
+            kinds.append(RERENDERED)
+    return out, kinds
+
+
+def _differs(a: Panel, b: Panel) -> bool:
+    if a.image is b.image:
+        return False
+    import numpy as np
+
+    return a.image.size != b.image.size or not np.array_equal(np.asarray(a.image), np.asarray(b.image))
+
+
+def summary(run: ScoreRun, metrics: dict[str, MetricResult] | None = None) -> dict[str, Any]:
+    """The story-level numbers, flat, for tables and leaderboards. `metrics`: other metrics of
+    the same run (`submitted_metrics`) in the same layout; default the scored ones."""
+    own = metrics is None
+    metrics = run.metrics if metrics is None else metrics
+    aesthetic = metrics.get("aesthetic")
     out: dict[str, Any] = {
         "panels": len(run.panels),
         "required_panels": run.required_panels,
-        "valid": run.valid,
+        "valid": bool(aesthetic.passed) if aesthetic is not None else run.valid,
+        "scored_pixels": run.scored_pixels if own else SUBMITTED,
     }
-    for metric in run.metrics.values():
+    for metric in metrics.values():
         out.update(
             {k: v for k, v in metric.summary.items() if k not in ("panels", "required_panels", "valid")}
         )

@@ -3,8 +3,11 @@
 Owns: which files in a folder are panels (every regular file is tried, as the competition's
 evaluate() does, but non-images are reported and skipped instead of crashing), applying
 the given pixel limit, conversion to RGB exactly as the competition's CLIPProcessor does (PIL
-`convert("RGB")`), and reading embedded harness parameters. Opening (decompression bombs,
-truncated files) goes through `harness.imaging`. Must not load models.
+`convert("RGB")`), and reading embedded harness parameters. Each file is read once through
+`harness.safeio.read_bytes` (no link followed, no FIFO opened, at most MAX_FILE_BYTES) and
+decoded from memory through `harness.imaging` (decompression bombs, truncated files); its
+parameters come from the same bytes (`harness.render.pngmeta`: chunk size and depth capped).
+At most MAX_FILES entries of a folder are looked at. Must not load models.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from harness.errors import HarnessError
 # Modes PIL's convert("RGB") clips rather than scales: a 16-bit or float image scores as the
 # competition would score it, which is usually not what its author sees.
 _CLIPPED_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+MAX_FILE_BYTES = 64 << 20  # per image file
+MAX_FILES = 1024  # entries looked at in one folder (a story has 8 panels)
 
 
 @dataclass
@@ -61,11 +66,14 @@ def image_folder(path: Path) -> Path:
     return path
 
 
-def open_rgb(path: Path, max_pixels: int):
-    """(RGB image, original mode, notes) or HarnessError saying why the file is not usable."""
-    from harness.imaging import open_untrusted
+def _decode(data: bytes, max_pixels: int) -> tuple[Any, str, list[str], str | None]:
+    """(RGB image, original mode, notes, `harness` PNG chunk or None) of an image file's bytes."""
+    import io
 
-    with open_untrusted(path, max_pixels) as im:
+    from harness.imaging import open_untrusted
+    from harness.render.pngmeta import png_text
+
+    with open_untrusted(io.BytesIO(data), max_pixels) as im:
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)
         im.load()
@@ -81,35 +89,51 @@ def open_rgb(path: Path, max_pixels: int):
         elif mode != "RGB":
             notes.append(f"{mode} image converted to RGB")
         rgb = im.convert("RGB")
+        text = png_text(im)
+    return rgb, mode, notes, text
+
+
+def open_rgb(path: Path, max_pixels: int):
+    """(RGB image, original mode, notes) or HarnessError saying why the file is not usable."""
+    from harness.safeio import read_bytes
+
+    data = read_bytes(path, max_bytes=MAX_FILE_BYTES)
+    rgb, mode, notes, _ = _decode(data, max_pixels)
     return rgb, mode, notes
-
-
-def _params(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    from harness.render.pngmeta import read_params
-
-    try:
-        return read_params(path), None
-    except HarnessError as e:
-        return None, str(e).removeprefix(f"{path}: ")
 
 
 def load_images(path: Path, *, max_pixels: int) -> ImageSet:
     """Load every usable image in the folder, in file-name order; the rest are listed as skipped."""
+    import os
+
+    from harness.render.pngmeta import params_from_text
+    from harness.safeio import read_bytes
+
     folder = image_folder(path)
     panels: list[Panel] = []
     skipped: list[Skipped] = []
-    for file in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not file.is_file() or file.is_symlink():
-            if file.is_symlink() or not file.is_dir():
+    with os.scandir(folder) as it:
+        entries = []
+        for entry in it:
+            entries.append(entry)
+            if len(entries) > MAX_FILES:
+                raise HarnessError(f"{folder}: more than {MAX_FILES} entries; not a folder of panels")
+    for entry in sorted(entries, key=lambda e: e.name):
+        file = Path(entry.path)
+        if not entry.is_file(follow_symlinks=False):
+            if not entry.is_dir(follow_symlinks=False):
                 skipped.append(Skipped(file, "not a regular file"))
             continue
         try:
-            rgb, mode, notes = open_rgb(file, max_pixels)
+            data = read_bytes(file, max_bytes=MAX_FILE_BYTES, what=file.name)
+            rgb, mode, notes, text = _decode(data, max_pixels)
         except HarnessError as e:
-            skipped.append(Skipped(file, str(e)))
+            skipped.append(Skipped(file, str(e).removeprefix(f"{file.name}: ")))
             continue
-        params, why = _params(file)
-        if why:
-            notes.append(f"no reproducibility check possible: {why}")
+        try:
+            params = params_from_text(text, file.name)
+        except HarnessError as e:
+            params = None
+            notes.append(f"no reproducibility check possible: {str(e).removeprefix(f'{file.name}: ')}")
         panels.append(Panel(len(panels) + 1, file, rgb, mode, params, notes))
     return ImageSet(folder, panels, skipped)

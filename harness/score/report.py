@@ -6,8 +6,6 @@ here loads models or computes a score.
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ def to_json(run: ScoreRun) -> dict[str, Any]:
             "mode": panel.mode,
             "panel": (panel.params or {}).get("panel"),
             "prompt": run.prompts[i],
+            "pixels": run.pixels[i] if i < len(run.pixels) else None,
         }
         for metric in run.metrics.values():
             row.update(metric.per_panel[i])
@@ -52,6 +51,18 @@ def to_json(run: ScoreRun) -> dict[str, Any]:
         "folder": str(run.folder),
         "images": str(run.image_folder),
         "summary": summary(run),
+        "scored_pixels": run.scored_pixels,
+        "submitted": (
+            None
+            if run.submitted_metrics is None
+            else {
+                "summary": summary(run, run.submitted_metrics),
+                "per_panel": [
+                    {k: v for m in run.submitted_metrics.values() for k, v in m.per_panel[i].items()}
+                    for i in range(len(run.panels))
+                ],
+            }
+        ),
         "exit_code": run.exit_code,
         "config": run.config.model_dump(mode="json"),
         "models": {name: m.models for name, m in run.metrics.items()},
@@ -80,13 +91,32 @@ def default_scores_path(folder: Path, image_folder: Path) -> Path:
 
 
 def write_scores(run: ScoreRun, path: Path | None = None) -> Path:
-    """Write scores.json atomically; returns its path (default: `default_scores_path`)."""
+    """Write scores.json atomically (`harness.safeio.write_json`: a link planted at the name or a
+    temporary name is never written through); returns its path (default: `default_scores_path`)."""
+    from harness.safeio import write_json
+
     path = Path(path) if path is not None else default_scores_path(run.folder, run.image_folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(to_json(run), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, to_json(run))
+
+
+def _pixels_line(run: ScoreRun) -> str:
+    """Which pixels the numbers above rest on, and what the files themselves score if different."""
+    rerendered = sum(k == "re-rendered" for k in run.pixels)
+    if run.scored_pixels == "re-rendered":
+        line = "scored on the re-rendered pixels (every panel re-rendered here)"
+    elif run.scored_pixels == "submitted":
+        line = "scored on the files' own pixels (no re-render)"
+    else:
+        line = (
+            f"scored on re-rendered pixels for {rerendered} of {len(run.panels)} panels, "
+            "the files' own for the rest"
+        )
+    if run.submitted_metrics is not None:
+        own = summary(run, run.submitted_metrics).get("aesthetic_mean")
+        if own is not None:
+            line += f"; the files themselves score aesthetic mean {own:.4f}"
+    return line
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -150,6 +180,7 @@ def format_table(run: ScoreRun) -> str:
         lines.append(f"story consistency (CLIP-I) {s['clip_i']:.4f}")
     if s.get("clip_t_mean") is not None:
         lines.append(f"prompt alignment (CLIP-T) mean {s['clip_t_mean']:.4f}")
+    lines.append(_pixels_line(run))
     if run.reproducibility is not None:
         lines.append(f"reproducibility: {run.reproducibility.verdict}")
     elif run.repro_error is not None:

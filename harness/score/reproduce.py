@@ -13,20 +13,36 @@ first and load its own models only once Kolors has left the GPU. Verdicts:
 - `unchecked`: the panel has no embedded parameters, so no check is possible.
 
 The story's verdict is the worst verdict over the checked panels.
+
+Untrusted folders (`untrusted=True`: a bundle under judgement): the only LoRA candidates are the
+files the caller passes (the bundle's own intact LoRA files, matched by sha256); no path written
+inside the folder (the story's lora.path, a run manifest's story.source, a panel's recorded LoRA
+file name) is opened, and the model a panel names must be an allowed base (`allowed_base`), so
+nothing outside the folder is read or hashed. A recorded LoRA file name is only ever used as a
+bare name beside a candidate the user gave.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
     from harness.config.scoring import ScoringConfig, Tolerances
     from harness.score.images import Panel
+
+# Base models an untrusted folder may name: the real Kolors and the built-in tiny one. `local:`
+# paths are refused (a bundle must not make the judges' machine hash or load a folder it chose),
+# and so is a revision that is not a plain tag or commit name.
+ALLOWED_BASES = ("tiny", "modelscope:Kwai-Kolors/Kolors-diffusers")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_LORA_CANDIDATES = 16  # LoRA files looked at in an untrusted folder's lora/
 
 EXACT, REPRODUCIBLE, NOT_REPRODUCIBLE, UNCHECKED = "exact", "reproducible", "not reproducible", "unchecked"
 _RANK = {EXACT: 0, REPRODUCIBLE: 1, NOT_REPRODUCIBLE: 2}
@@ -92,6 +108,50 @@ def story_verdict(panels: list[PanelRepro]) -> str:
     return max(checked, key=_RANK.__getitem__) if checked else UNCHECKED
 
 
+def allowed_base(ref: Any) -> bool:
+    """True for a model reference an untrusted folder may name (see ALLOWED_BASES)."""
+    if not isinstance(ref, str) or len(ref) > 300:
+        return False
+    try:
+        from harness.models.refs import parse_ref
+
+        parsed = parse_ref(ref)
+    except ValueError:
+        return False
+    if parsed.revision is not None and (".." in parsed.revision or not _REVISION.fullmatch(parsed.revision)):
+        return False
+    return str(parsed).split("@")[0] in ALLOWED_BASES
+
+
+def bare_name(name: Any) -> str | None:
+    """A recorded file name usable beside a folder: one plain component, else None."""
+    if not isinstance(name, str) or not name or len(name) > 255 or name in (".", ".."):
+        return None
+    if any(c in name for c in "/\\\x00") or os.path.isabs(name):
+        return None
+    return name
+
+
+def folder_loras(folder: Path) -> list[Path]:
+    """The regular LoRA files directly in an untrusted `folder` (links, FIFOs and folders are
+    left alone; at most MAX_LORA_CANDIDATES), for re-rendering a bundle with its own LoRA."""
+    from harness.bundle.manifest import LORA_EXT
+
+    out: list[Path] = []
+    try:
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            return []
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.lower().endswith(LORA_EXT) and entry.is_file(follow_symlinks=False):
+                    out.append(Path(entry.path))
+                if len(out) >= MAX_LORA_CANDIDATES:
+                    break
+    except OSError:
+        return out
+    return sorted(out)
+
+
 def _story_lora_paths(run_dir: Path | None, story_path: Path | None) -> list[Path]:
     """Where a run says its LoRA lives: the story's lora.path, relative to the original story
     file (manifest story.source), the run folder, or the story given with --story."""
@@ -126,17 +186,28 @@ def _story_lora_paths(run_dir: Path | None, story_path: Path | None) -> list[Pat
     return out
 
 
-def find_lora(recorded: dict[str, Any], candidates: list[Path]) -> Path:
-    """The first candidate whose sha256 matches the recorded one; refuse otherwise."""
+def find_lora(recorded: dict[str, Any], candidates: list[Path], *, untrusted: bool = False) -> Path:
+    """The first candidate whose sha256 matches the recorded one; refuse otherwise.
+
+    `untrusted`: candidates are hashed without following a link or opening a FIFO, and one
+    that cannot be read that way is skipped.
+    """
     from harness.hashing import sha256_file
 
     seen = []
     for path in dict.fromkeys(candidates):
-        if path.is_file():
-            digest = sha256_file(path)
-            if digest == recorded.get("sha256"):
-                return path
-            seen.append(f"{path} (sha256 {digest[:12]}...)")
+        try:
+            if untrusted:
+                digest = sha256_file(path, untrusted=True)
+            elif path.is_file():
+                digest = sha256_file(path)
+            else:
+                continue
+        except OSError:
+            continue
+        if digest == recorded.get("sha256"):
+            return path
+        seen.append(f"{path} (sha256 {digest[:12]}...)")
     if seen:
         raise HarnessError(
             f"LoRA {recorded.get('file')}: recorded sha256 {str(recorded.get('sha256'))[:12]}... but "
@@ -170,7 +241,9 @@ def _story_position(panel: "Panel") -> tuple[int, int]:
     return (number if isinstance(number, int) else panel.index, panel.index)
 
 
-def _render_group(group: list["Panel"], lora_candidates: list[Path], notes: list[str]) -> dict[int, Any]:
+def _render_group(
+    group: list["Panel"], lora_candidates: list[Path], notes: list[str], untrusted: bool
+) -> dict[int, Any]:
     """Re-render the panels of one parameter group; returns {panel position: PIL image}."""
     from harness import device as dev
     from harness.config.story import Sampling
@@ -181,6 +254,11 @@ def _render_group(group: list["Panel"], lora_candidates: list[Path], notes: list
 
     p0 = group[0].params or {}
     model_rec = p0.get("model") or {}
+    if untrusted and not allowed_base(model_rec.get("ref")):
+        raise HarnessError(
+            f"{group[0].name}: embedded model {str(model_rec.get('ref'))[:80]!r} is not allowed in a "
+            f"folder from someone else (use {' or '.join(ALLOWED_BASES)})"
+        )
     try:
         ref = parse_ref(str(model_rec.get("ref")))
     except ValueError as e:
@@ -194,9 +272,11 @@ def _render_group(group: list["Panel"], lora_candidates: list[Path], notes: list
     lora_rec = p0.get("lora")
     lora_path = None
     if lora_rec:
-        lora_path = find_lora(
-            lora_rec, [*lora_candidates, *(c.parent / str(lora_rec.get("file")) for c in lora_candidates)]
-        )
+        if not isinstance(lora_rec, dict):
+            raise HarnessError(f"{group[0].name}: embedded LoRA record is not a mapping")
+        name = None if untrusted else bare_name(lora_rec.get("file"))
+        beside = [c.parent / name for c in lora_candidates] if name else []
+        lora_path = find_lora(lora_rec, [*lora_candidates, *beside], untrusted=untrusted)
 
     recorded_device = p0.get("device") if p0.get("device") in ("cpu", "cuda") else "auto"
     try:
@@ -257,23 +337,30 @@ def rerender(
     *,
     run_dir: Path | None = None,
     story_path: Path | None = None,
-    lora: Path | None = None,
+    lora: Path | Sequence[Path] | None = None,
+    untrusted: bool = False,
 ) -> Rerendered:
     """Re-render every panel that carries parameters, one group of equal parameters at a time.
 
-    Raises HarnessError when a model or LoRA with the recorded content cannot be found.
+    `lora`: the LoRA file(s) to try first (by sha256). Trusted folders also look where the story
+    says (`_story_lora_paths`); an `untrusted` folder's only candidates are `lora` (see the
+    module docstring). Raises HarnessError when a model or LoRA with the recorded content cannot
+    be found, or an untrusted folder names a model it may not.
     """
     notes: list[str] = []
     groups: dict[str, list[Panel]] = {}
     for panel in panels:
         if panel.params is not None:
             groups.setdefault(_group_key(panel.params), []).append(panel)
-    candidates = ([Path(lora)] if lora else []) + _story_lora_paths(run_dir, story_path)
-    if lora is not None and not Path(lora).is_file():
-        raise HarnessError(f"--lora: {lora}: no such file")
+    given = [] if lora is None else [Path(lora)] if isinstance(lora, (str, Path)) else [Path(p) for p in lora]
+    if not untrusted:
+        for path in given:
+            if not path.is_file():
+                raise HarnessError(f"--lora: {path}: no such file")
+    candidates = given if untrusted else given + _story_lora_paths(run_dir, story_path)
     images: dict[int, Any] = {}
     for group in groups.values():
-        images.update(_render_group(group, candidates, notes))
+        images.update(_render_group(group, candidates, notes, untrusted))
     return Rerendered(images, notes)
 
 
