@@ -1,5 +1,7 @@
 """The Gradio leaderboard, launched on 127.0.0.1: gradio_client sees the ranked rows, a headless
-Debian Chromium sees the table and a gallery image, and no URL reaches outside the app's files."""
+Debian Chromium sees the table and a gallery image while every request it makes goes to the
+board itself, and no URL reaches outside the app's files. Hostile bundles and viewers:
+tests/test_hostile_leaderboard.py."""
 
 from __future__ import annotations
 
@@ -129,10 +131,12 @@ def test_a_headless_chromium_sees_the_table_and_a_gallery_image(served, tmp_path
 
     root, real, url = served
     shot = tmp_path / "leaderboard.png"
+    requested: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.on("request", lambda r: requested.append(r.url))
             page.goto(url, wait_until="domcontentloaded", timeout=60_000)
             table = page.locator("#leaderboard-table")
             table.get_by_text("alpha", exact=True).first.wait_for(timeout=60_000)
@@ -162,6 +166,9 @@ def test_a_headless_chromium_sees_the_table_and_a_gallery_image(served, tmp_path
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
+    # no font, script or analytics host: the viewer's browser talks to the board only
+    hosts = {urllib.parse.urlsplit(u).hostname for u in requested if not u.startswith(("data:", "blob:"))}
+    assert requested and hosts == {"127.0.0.1"}, sorted(set(requested))
     keep = os.environ.get("HARNESS_SCREENSHOTS")
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)

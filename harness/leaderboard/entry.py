@@ -215,9 +215,9 @@ def read_entry(
     """
     root = Path(root)
     key = folder_key(root, bundle)
-    if key != bundle.relative_to(root).as_posix():
-        reason = mf.unsafe_path_reason(bundle.relative_to(root).as_posix())
-        return failed_entry(root, bundle, f"folder name {key!r} not allowed ({reason})")
+    reason = mf.unsafe_path_reason(bundle.relative_to(root).as_posix())
+    if reason is not None:
+        return failed_entry(root, bundle, f"folder name '{key}' not allowed ({reason})")
     parts = key.split("/")
     team, name = (parts[0], parts[-1]) if len(parts) > 1 else ("?", parts[0])
     ledger = read_ledger(root) if ledger is None else ledger
