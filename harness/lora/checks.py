@@ -199,7 +199,8 @@ def check_tensors(
             sum(d != 1 for d in magnitude) > 1 or len(magnitude) > 2 or magnitude.numel() != up[0]
         ):
             problems.append(
-                f"{module}: DoRA magnitude of shape {tuple(magnitude)} is not a vector of lora_B's {up[0]} values"
+                f"{module}: DoRA magnitude of shape {tuple(magnitude)} is not a vector of "
+                f"lora_B's {up[0]} values"
             )
             continue
         rank = down[0]

@@ -49,7 +49,9 @@ def _write_streamed(path: Path, header: bytes, tensors: list) -> None:
         dfd = os.open(path.parent, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise HarnessError(f"{path.parent}: is not a folder (a link or a file); nothing written") from None
+            raise HarnessError(
+                f"{path.parent}: is not a folder (a link or a file); nothing written"
+            ) from None
         raise HarnessError(f"{path.parent}: cannot write here ({e.strerror})") from None
     tmp: str | None = f".{path.name[:100]}.{secrets.token_hex(8)}.tmp"
     try:
