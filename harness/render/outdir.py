@@ -87,7 +87,7 @@ def _check_out_dir(out: Path, identity: dict[str, Any], *, force: bool) -> dict[
         raise HarnessError(
             f"{out}: folder is not empty and holds no harness run; use another --out or --force"
         )
-    for name in OWNED:  # what the harness writes there is never reached through a link
+    for name in (IMAGES, "lora"):  # folders the harness writes into are never reached by a link
         if (out / name).is_symlink():
             raise HarnessError(
                 f"{out / name}: is a link, not what the harness wrote; use another --out or --force"
