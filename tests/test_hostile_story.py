@@ -519,3 +519,21 @@ def test_a_linked_manifest_or_images_folder_is_refused(capsys, tmp_path, finishe
     before_out, before_outside = snapshot(out), snapshot(outside)
     refused(capsys, "render", path, "--out", out, "--quiet", needles=(planted, "link"))
     assert snapshot(out) == before_out and snapshot(outside) == before_outside
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"data": {"caption": "\u3000\u200b"}}, "data.caption"),
+        ({"validation": {"prompts": ["卡通，一只猫", " \ufeff"]}}, "prompt 2 is blank"),
+        ({"validation": {"negative_prompt": " \t"}}, "validation.negative_prompt"),
+    ],
+)
+def test_blank_training_text_is_refused_before_anything_is_trained(capsys, tmp_path, override, needle):
+    from tests.train_helpers import tiny_config
+
+    config = tiny_config(tmp_path, **override)
+    path = write(tmp_path / "story.yaml", story(lora={"train": config.name}))
+    before = snapshot(tmp_path)
+    refused(capsys, "run", path, "--out", tmp_path / "out", "--quiet", needles=(str(config), needle))
+    assert snapshot(tmp_path) == before

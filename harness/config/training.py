@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from harness.config.story import MAX_SEED, StrictModel
+from harness.config.text import optional_text, required_text
 from harness.config.yamlio import Document, expect_kind, field_error, parse_model, read_yaml
 from harness.models.refs import parse_ref
 from harness.models.registry import DEFAULT_BASE_MODEL
@@ -53,6 +54,11 @@ class DataConfig(StrictModel):
     _floats = field_validator("min_aspect", "max_aspect", mode="before")(
         classmethod(lambda c, v: _float_like(v))
     )
+
+    @field_validator("caption")
+    @classmethod
+    def _caption(cls, v: str | None) -> str | None:
+        return v if v is None else required_text(v)  # a blank caption would train on nothing
 
     @model_validator(mode="after")
     def _source_fields(self):
@@ -106,6 +112,21 @@ class ValidationConfig(StrictModel):
     seed: int = Field(0, ge=0, le=MAX_SEED)
 
     _floats = field_validator("guidance", mode="before")(classmethod(lambda c, v: _float_like(v)))
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, v: list[str]) -> list[str]:
+        for i, prompt in enumerate(v):
+            try:
+                required_text(prompt)
+            except ValueError as e:
+                raise ValueError(f"prompt {i + 1} {e}") from None
+        return v
+
+    @field_validator("negative_prompt")
+    @classmethod
+    def _negative(cls, v: str) -> str:
+        return optional_text(v, empty='write "" for no negative prompt')
 
 
 class TrainingConfig(StrictModel):
