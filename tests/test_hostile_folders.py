@@ -230,6 +230,18 @@ def _png_claiming(path: Path, width: int, height: int) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
 
 
+def _png_with_text_bomb(path: Path) -> None:
+    """A valid 96x80 PNG carrying a zTXt chunk that inflates to 64 MiB (a few KiB on disk)."""
+    import struct
+    import zlib
+
+    Image.new("RGB", (96, 80), (50, 60, 70)).save(path)
+    data = path.read_bytes()
+    body = b"comment\0\0" + zlib.compress(b"A" * (64 << 20), 9)
+    chunk = struct.pack(">I", len(body)) + b"zTXt" + body + struct.pack(">I", zlib.crc32(b"zTXt" + body))
+    path.write_bytes(data[:33] + chunk + data[33:])  # right after the IHDR chunk
+
+
 def _hostile_dataset(tmp_path: Path) -> tuple[Path, Path, set[str]]:
     """(dataset folder, outside folder, sha256 of every outside file) with every kind of link."""
     outside = tmp_path / "outside"
@@ -261,7 +273,8 @@ def _hostile_dataset(tmp_path: Path) -> tuple[Path, Path, set[str]]:
     (ds / "huge_caption.txt").write_text("二" * 400_000, encoding="utf-8")
     _png_claiming(ds / "bomb.png", 20_000, 20_000)  # over the dataset cap, under PIL's own guard
     _png_claiming(ds / "bomb2.png", 100_000, 100_000)  # over PIL's guard too
-    for name in ("bomb", "bomb2"):
+    _png_with_text_bomb(ds / "text_bomb.png")
+    for name in ("bomb", "bomb2", "text_bomb"):
         (ds / f"{name}.txt").write_text("二次元", encoding="utf-8")
     hashes = {hashlib.sha256(p.read_bytes()).hexdigest() for p in outside.rglob("*") if p.is_file()}
     assert hashlib.sha256(secret_png).hexdigest() in hashes
@@ -305,6 +318,7 @@ def test_links_fifos_hardlinks_and_bombs_in_a_dataset_never_enter_the_prepared_s
     assert "FIFO" in reasons["fifo_caption.png"]
     assert "over the cap" in reasons["huge_caption.png"]
     assert "over the limit" in reasons["bomb.png"] and "decompression bomb" in reasons["bomb2.png"]
+    assert "unreadable" in reasons["text_bomb.png"]
     # Nothing from outside: no outside file's bytes among the prepared images, no secret text.
     prepared = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (prep / "images").iterdir()}
     assert len(prepared) == 2 and not prepared & outside_hashes

@@ -89,7 +89,10 @@ def walk(folder: Path, exclude: Path | None = None) -> list[Entry]:
             p = here / d
             if d.startswith(".") or (ex is not None and Path(os.path.abspath(p)) == ex):
                 continue
-            st = os.lstat(p)
+            try:
+                st = os.lstat(p)
+            except OSError:  # vanished while listed
+                continue
             if stat.S_ISDIR(st.st_mode):
                 keep.append(d)
             else:  # a symlink to a folder: os.walk lists it among the folders
@@ -99,7 +102,10 @@ def walk(folder: Path, exclude: Path | None = None) -> list[Entry]:
             if name.startswith("."):
                 continue
             p = here / name
-            st = os.lstat(p)
+            try:
+                st = os.lstat(p)
+            except OSError:  # vanished while listed
+                continue
             out.append(
                 Entry(p.relative_to(folder).as_posix(), st.st_mode, st.st_size, st.st_mtime_ns, st.st_nlink)
             )
