@@ -45,15 +45,19 @@ from tests.bundle_helpers import rehash
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-INDEX_FILES = (".leaderboard.sqlite", ".leaderboard.sqlite-wal", ".leaderboard.sqlite-shm",
-               ".leaderboard.sqlite.digests.json")
+INDEX_FILES = (
+    ".leaderboard.sqlite",
+    ".leaderboard.sqlite-wal",
+    ".leaderboard.sqlite-shm",
+    ".leaderboard.sqlite.digests.json",
+)
 GiB = 1 << 30
 
 
 def evil(tag: str) -> str:
     """Markdown and HTML that would fetch evil.example (or run a script) if interpreted."""
     return (
-        f"![x](http://evil.example/{tag}.png) <img src=\"http://evil.example/{tag}-img.png\"> "
+        f'![x](http://evil.example/{tag}.png) <img src="http://evil.example/{tag}-img.png"> '
         f"[c](javascript:alert('{tag}')) <b>bold</b> **star**"
     )
 
@@ -74,7 +78,9 @@ def snapshot(root: Path) -> dict[str, tuple]:
                 elif stat.S_ISLNK(st.st_mode):
                     out[rel] = ("link", os.readlink(e.path))
                 elif stat.S_ISREG(st.st_mode):
-                    digest = hashlib.sha256(Path(e.path).read_bytes()).hexdigest() if st.st_size < 1 << 26 else ""
+                    digest = (
+                        hashlib.sha256(Path(e.path).read_bytes()).hexdigest() if st.st_size < 1 << 26 else ""
+                    )
                     out[rel] = ("file", st.st_size, digest)
                 else:
                     out[rel] = ("special", stat.S_IFMT(st.st_mode))
@@ -115,8 +121,7 @@ def _deep_json(depth: int) -> str:
 
 
 BILLION_LAUGHS = "title: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
-    f"l{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]\n"
-    for i in range(1, 10)
+    f"l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
 )
 DEEP_DIRS = 1100  # deeper than Python's recursion limit: a recursive walk of it raises
 
@@ -484,8 +489,19 @@ def served(hostile, tmp_path_factory):
     port = _free_port()
     log = open(base / "server.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "leaderboard", "serve", "--submissions", str(root),
-         "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "leaderboard",
+            "serve",
+            "--submissions",
+            str(root),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -516,8 +532,11 @@ def served(hostile, tmp_path_factory):
 
 def _multipart(name: str, content: bytes) -> tuple[bytes, dict]:
     body = (
-        b"--BOUNDARY\r\nContent-Disposition: form-data; name=\"files\"; filename=\"" + name.encode()
-        + b"\"\r\nContent-Type: application/octet-stream\r\n\r\n" + content + b"\r\n--BOUNDARY--\r\n"
+        b'--BOUNDARY\r\nContent-Disposition: form-data; name="files"; filename="'
+        + name.encode()
+        + b'"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        + content
+        + b"\r\n--BOUNDARY--\r\n"
     )
     return body, {"Content-Type": "multipart/form-data; boundary=BOUNDARY"}
 
@@ -526,8 +545,14 @@ def test_the_board_refuses_uploads_and_other_writes_and_stores_nothing(served):
     url, root, base = served
     before = {"gradio": snapshot(base / "gradio"), "tmp": snapshot(base / "tmp"), "root": snapshot(root)}
     body, headers = _multipart("payload.html", b"<script>alert(1)</script>" * 1000)
-    for route in ["gradio_api/upload", "gradio_api/upload?upload_id=abc", "gradio_api/process_recording",
-                  "upload", "gradio_api/component_server", "gradio_api/stream/x"]:
+    for route in [
+        "gradio_api/upload",
+        "gradio_api/upload?upload_id=abc",
+        "gradio_api/process_recording",
+        "upload",
+        "gradio_api/component_server",
+        "gradio_api/stream/x",
+    ]:
         status, _, answer = _request(url + route, data=body, headers=headers)
         assert status == 403, (route, status, answer[:200])
     for method in ("PUT", "DELETE", "PATCH"):
@@ -535,14 +560,22 @@ def test_the_board_refuses_uploads_and_other_writes_and_stores_nothing(served):
     # an allowed API route still refuses a Gradio file object (a local path or a URL to fetch)
     for file_obj in [
         {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
-        {"path": "http://evil.example/x.png", "url": "http://evil.example/x.png", "meta": {"_type": "gradio.FileData"}},
+        {
+            "path": "http://evil.example/x.png",
+            "url": "http://evil.example/x.png",
+            "meta": {"_type": "gradio.FileData"},
+        },
     ]:
         payload = json.dumps({"data": [file_obj, False, 0.0]}).encode()
-        status, _, _ = _request(url + "gradio_api/call/rows", data=payload, headers={"Content-Type": "application/json"})
+        status, _, _ = _request(
+            url + "gradio_api/call/rows", data=payload, headers={"Content-Type": "application/json"}
+        )
         assert status == 403
     # while the board's own API works through the same door
     payload = json.dumps({"data": ["", False, 0.0]}).encode()
-    status, _, answer = _request(url + "gradio_api/call/rows", data=payload, headers={"Content-Type": "application/json"})
+    status, _, answer = _request(
+        url + "gradio_api/call/rows", data=payload, headers={"Content-Type": "application/json"}
+    )
     assert status == 200 and "event_id" in json.loads(answer)
     time.sleep(1)
     after = {"gradio": snapshot(base / "gradio"), "tmp": snapshot(base / "tmp"), "root": snapshot(root)}

@@ -64,9 +64,8 @@ def test_ranked_valid_first_then_aesthetic_with_reasons(board):
     assert by["charlie"]["reason"] == "aesthetic mean 5.9990 is below the gate 6"
     assert by["golf"]["status"] == "invalid" and by["golf"]["reason"].startswith("images/03.png: altered")
     assert by["echo"]["status"] == "unscored" and by["echo"]["reason"] == "no scores.json in the bundle"
-    assert (
-        by["foxtrot"]["status"] == "unscored"
-        and by["foxtrot"]["reason"].startswith("scores.json: not valid")
+    assert by["foxtrot"]["status"] == "unscored" and by["foxtrot"]["reason"].startswith(
+        "scores.json: not valid"
     )
     assert all(r["source"] == "claimed" for r in got)
 

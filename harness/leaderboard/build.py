@@ -102,7 +102,9 @@ def index_bundle(
         with _deadline(timeout):
             return read_entry(root, bundle, threshold=threshold, ledger=ledger, digests=digests)
     except BundleTimeout:
-        return failed_entry(root, bundle, f"not indexed: reading it took over {timeout:g} s (per-bundle limit)")
+        return failed_entry(
+            root, bundle, f"not indexed: reading it took over {timeout:g} s (per-bundle limit)"
+        )
     except RecursionError:
         return failed_entry(root, bundle, "not indexed: nested too deeply to read")
     except MemoryError:

@@ -41,8 +41,16 @@ REQUIRED_PANELS = 8
 NOT_CHECKED = "not checked"
 MAX_PANELS = 64
 # characters of each piece of team text kept in the index
-CAPS = {"team": 100, "name": 100, "title": 200, "model_id": 200, "created": 64, "reason": 400,
-        "reproducibility": 64, "prompt": 2000}
+CAPS = {
+    "team": 100,
+    "name": 100,
+    "title": 200,
+    "model_id": 200,
+    "created": 64,
+    "reason": 400,
+    "reproducibility": 64,
+    "prompt": 2000,
+}
 _ESCAPED = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
 
 
@@ -51,9 +59,7 @@ def plain(text: Any, limit: int) -> str:
     (``\\x1b``, ``\\u202e``, ``\\ud800``), cut to `limit` characters with an ellipsis."""
     if not isinstance(text, str):
         return ""
-    out = "".join(
-        ascii(ch)[1:-1] if unicodedata.category(ch) in _ESCAPED else ch for ch in text[: limit * 2]
-    )
+    out = "".join(ascii(ch)[1:-1] if unicodedata.category(ch) in _ESCAPED else ch for ch in text[: limit * 2])
     return out if len(out) <= limit and len(text) <= limit * 2 else out[: limit - 1] + "…"
 
 

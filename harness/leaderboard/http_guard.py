@@ -145,7 +145,9 @@ class _Rewriter:
 
     async def __call__(self, message):
         if message["type"] == "http.response.start":
-            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-security-policy"]
+            headers = [
+                (k, v) for k, v in message.get("headers", []) if k.lower() != b"content-security-policy"
+            ]
             headers.append((b"content-security-policy", CSP.encode()))
             message = {**message, "headers": headers}
             content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
