@@ -78,7 +78,9 @@ def _config(tmp_path: Path, prepared) -> Path:
 # --- output folders: the harness replaces only what it made ------------------------------------
 
 
-@pytest.mark.parametrize("which", ["home", "home-tilde", "dot", "dotdot", "a-file", "stray-file"])
+@pytest.mark.parametrize(
+    "which", ["home", "home-tilde", "dot", "dotdot", "a-file", "under-a-file", "stray-file"]
+)
 def test_data_prepared_naming_a_folder_the_harness_did_not_make_is_refused(
     tmp_path, capsys, monkeypatch, which
 ):
@@ -86,6 +88,8 @@ def test_data_prepared_naming_a_folder_the_harness_did_not_make_is_refused(
     monkeypatch.setenv("HOME", str(home))
     if which == "a-file":
         prepared = str(home / ".bashrc")
+    elif which == "under-a-file":
+        prepared = str(home / ".bashrc" / "prep")
     elif which == "stray-file":
         # A prepared folder the harness made, into which the user then saved a file of theirs.
         cfg = _config(tmp_path, "prep")
@@ -102,7 +106,10 @@ def test_data_prepared_naming_a_folder_the_harness_did_not_make_is_refused(
     assert time.monotonic() - t0 < 20
     err = _one_line(capsys)
     assert str(cfg) in err and "data.prepared" in err, err
-    assert "not empty and not a prepared dataset" in err or "not a folder" in err or "did not write" in err
+    assert any(
+        w in err
+        for w in ("not empty and not a prepared dataset", "not a folder", "did not write", "cannot be")
+    )
     assert snapshot(tmp_path) == before  # the folder, the config's folder and its parent: untouched
 
 
@@ -426,4 +433,25 @@ def test_a_tampered_prepared_folder_is_not_trained_on(tmp_path, capsys):
     assert main(["train", str(cfg), "--quiet"]) == 2
     err = _one_line(capsys)
     assert "data.prepared" in err and "images/000001.png" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_training_config_that_is_a_fifo_or_a_story_linked_config_is_refused(
+    tmp_path, capsys, monkeypatch, write_story
+):
+    from tests.conftest import small_story
+
+    fifo = tmp_path / "train.yaml"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    assert main(["data", "prepare", str(fifo)]) == 2  # opened without blocking, refused by fstat
+    assert "FIFO" in _one_line(capsys) and time.monotonic() - t0 < 10
+    real = _config(tmp_path, "prep")
+    os.symlink(real, tmp_path / "linked.yaml")
+    story = write_story(small_story(lora={"train": "linked.yaml"}), name="story.yaml")
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    assert harness_main(["run", str(story), "--out", str(tmp_path / "run"), "--quiet", "--no-score"]) == 2
+    err = _one_line(capsys)
+    assert "linked.yaml" in err and "symlink" in err
     assert snapshot(tmp_path) == before

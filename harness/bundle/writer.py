@@ -258,8 +258,11 @@ def write_bundle(
     story_sha = sha256_file(run_dir / STORY)
     lora_shas = {sha256_file(p) for p in lora_files}
     check_target(target, story_sha, lora_shas, force=force)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{story.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{story.name}.", dir=target.parent))
+    except OSError as e:
+        raise HarnessError(f"{target}: cannot be created ({e.strerror}); nothing written") from None
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
         (tmp / IMAGES_DIR).mkdir()

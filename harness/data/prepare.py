@@ -157,8 +157,11 @@ def prepare(loaded: LoadedTrainingConfig, out: Path | None = None) -> PreparedDa
         items = modelscope_items(loaded, cache_dir() / "modelscope-datasets")
         ignored = []
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as e:
+        raise HarnessError(f"{label}: cannot be created ({e.strerror}); nothing written") from None
     try:
         result = _write(loaded, items, ignored, staging, target)
         state = check_target(loaded, target, label)  # again: the folder may have changed meanwhile

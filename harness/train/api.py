@@ -118,7 +118,10 @@ def train(
     resume_from = checkpoint.latest(out) if action == "resume" else None
     if action == "fresh" and out.exists():
         outdir.clear(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HarnessError(f"{label or out}: cannot be created ({e.strerror})") from None
     manifest: dict[str, Any] = {
         "kind": "harness.train",
         "harness_version": __version__,
