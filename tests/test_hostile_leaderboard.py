@@ -571,6 +571,12 @@ def test_the_board_refuses_uploads_and_other_writes_and_stores_nothing(served):
             url + "gradio_api/call/rows", data=payload, headers={"Content-Type": "application/json"}
         )
         assert status == 403
+    # a GET that would store this session's state in a new file is refused as well
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    assert client.predict("anonymous " * 100, False, 0.0, api_name="/rows") == []
+    assert _request(f"{url}gradio_api/deep_link?session_hash={client.session_hash}")[0] == 403
     # while the board's own API works through the same door
     payload = json.dumps({"data": ["", False, 0.0]}).encode()
     status, _, answer = _request(
