@@ -6,13 +6,16 @@ absent, empty, or holds the harness's own marker file for that purpose (the prep
 training manifest, the bundle manifest) and nothing else than what the harness writes there.
 A link at the folder's name, a file, a folder of someone else's, or a harness folder with a
 stray file in it is refused with one line, whatever `--force` says: `--force` only chooses
-between two folders the harness made. Reads with the bounded reader; never writes or deletes.
+between two folders the harness made. Reads with the bounded reader; the only change it makes
+is `swap_in`, which moves a finished staging folder into place once the checks passed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -103,3 +106,25 @@ def inspect(folder: Path, purpose: Purpose, *, label: str | None = None) -> Owne
 def check_replaceable(folder: Path, purpose: Purpose, *, label: str | None = None) -> State:
     """'absent', 'empty' or 'ours' when the harness may replace `folder`; HarnessError otherwise."""
     return inspect(folder, purpose, label=label).state
+
+
+def swap_in(staging: Path, target: Path, *, replace: bool, label: str) -> None:
+    """Move the finished `staging` folder to `target`; the old one (if `replace`) is moved aside
+    first and deleted only after the swap, and put back if the swap fails."""
+    trash = None
+    try:
+        if not replace:
+            os.rename(staging, target)  # fails, rather than merges, if a folder appeared meanwhile
+            return
+        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+        os.replace(target, trash / "old")
+        try:
+            os.replace(staging, target)
+        except OSError:
+            os.replace(trash / "old", target)
+            raise
+    except OSError as e:
+        raise HarnessError(f"{label}: could not be replaced ({e.strerror}); nothing changed") from None
+    finally:
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)

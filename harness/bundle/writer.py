@@ -26,7 +26,7 @@ from typing import Any
 from harness.bundle import manifest as mf
 from harness.bundle.naming import ModelId, model_id
 from harness.errors import HarnessError
-from harness.ownership import Purpose, inspect
+from harness.ownership import Purpose, inspect, swap_in
 from harness.safeio import write_atomic, write_json
 
 NAMESPACE_ENV = "MODELSCOPE_NAMESPACE"
@@ -378,13 +378,8 @@ def write_bundle(
         )
         mf.write(tmp, manifest)
         # Again, just before the swap: the folder may have changed while the bundle was assembled.
-        if check_target(target, story_sha, lora_shas, force=force) or target.is_dir():
-            trash = Path(tempfile.mkdtemp(prefix=f".{story.name}.old.", dir=target.parent))
-            os.replace(target, trash / "old")
-            os.replace(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
+        replace = check_target(target, story_sha, lora_shas, force=force) or target.is_dir()
+        swap_in(tmp, target, replace=replace, label=str(target))
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise HarnessError(f"{target}: could not be written ({e.strerror}); nothing changed") from None

@@ -27,7 +27,7 @@ from harness.config.training import LoadedTrainingConfig
 from harness.data.images import check_image
 from harness.data.sources import METADATA, RawItem, folder_items, modelscope_items, unsafe_reason, walk
 from harness.errors import HarnessError
-from harness.ownership import Purpose, check_replaceable
+from harness.ownership import Purpose, check_replaceable, swap_in
 from harness.safeio import read_json, write_atomic, write_json
 
 REPORT = "report.json"
@@ -165,16 +165,7 @@ def prepare(loaded: LoadedTrainingConfig, out: Path | None = None) -> PreparedDa
     try:
         result = _write(loaded, items, ignored, staging, target)
         state = check_target(loaded, target, label)  # again: the folder may have changed meanwhile
-        try:
-            if state == "absent":
-                os.rename(staging, target)  # fails, rather than merges, if a folder appeared
-            else:
-                trash = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
-                os.replace(target, trash / "old")
-                os.replace(staging, target)
-                shutil.rmtree(trash, ignore_errors=True)
-        except OSError as e:
-            raise HarnessError(f"{label}: could not be replaced ({e.strerror}); nothing changed") from None
+        swap_in(staging, target, replace=state != "absent", label=label)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
