@@ -577,6 +577,7 @@ def test_the_board_refuses_uploads_and_other_writes_and_stores_nothing(served):
     client = Client(url, verbose=False)
     assert client.predict("anonymous " * 100, False, 0.0, api_name="/rows") == []
     assert _request(f"{url}gradio_api/deep_link?session_hash={client.session_hash}")[0] == 403
+    assert _request(f"{url}gradio_api/file=http://evil.example/x.png")[0] == 403  # not a redirect
     # while the board's own API works through the same door
     payload = json.dumps({"data": ["", False, 0.0]}).encode()
     status, _, answer = _request(

@@ -9,7 +9,9 @@ board shows.
   `run/<api>`, `cancel`, `reset`). So `/gradio_api/upload`, `/gradio_api/process_recording`
   and every other route that would store a stranger's bytes answer 403 and write nothing.
 - `GET /gradio_api/deep_link` is refused too: it writes the session's component state to a new
-  file in Gradio's upload folder on every call, a write any anonymous client could repeat.
+  file in Gradio's upload folder on every call, a write any anonymous client could repeat. So is
+  `GET /gradio_api/file=<scheme>:…`, which Gradio answers with a redirect to that address (the
+  board would lend its name to any link).
 - The body of an allowed POST is read first (at most `MAX_BODY` bytes, JSON nested at most 32
   deep) and refused when it carries a Gradio file object: Gradio would otherwise copy a file
   named by path or fetch one named by URL into its cache, an upload by another door.
@@ -34,7 +36,7 @@ CSP = (
     "object-src 'none'; base-uri 'self'; form-action 'self'"
 )
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-_WRITING_READS = re.compile(r"/gradio_api/deep_link/?$")
+_REFUSED_READS = re.compile(r"/gradio_api/(?:deep_link/?$|file=[A-Za-z][A-Za-z0-9+.\-]*:)")
 _WRITE_ROUTES = re.compile(r"/gradio_api/(?:queue/join|(?:call|run|api)/[A-Za-z0-9_\-]+|cancel|reset)/?$")
 # <script ... src="https://..."> ... </script> and <link ... href="//..."> (any other host)
 _REMOTE_TAG = re.compile(
@@ -89,7 +91,7 @@ class ReadOnlyGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if _WRITING_READS.search(scope["path"]):
+        if _REFUSED_READS.search(scope["path"]):
             return await _answer(send, 403, "this leaderboard is read-only: the route is refused\n")
         if scope["method"] not in _SAFE_METHODS:
             if not _WRITE_ROUTES.search(scope["path"]):
