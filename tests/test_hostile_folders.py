@@ -30,11 +30,15 @@ SECRET = "id_rsa: the user's private key"
 
 
 def snapshot(root: Path) -> dict[str, tuple]:
-    """Every entry under `root` as lstat sees it, with file hashes and link targets (no follow)."""
+    """Every entry under `root` as lstat sees it, with file hashes and link targets (no follow).
+
+    Iterative, so that a tree deeper than Python's recursion limit can be snapshotted too."""
     out: dict[str, tuple] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
+    stack = [Path(root)]
+    while stack:
+        here = stack.pop()
+        for name in os.listdir(here):
+            p = here / name
             st = os.lstat(p)
             rel = p.relative_to(root).as_posix()
             if stat.S_ISLNK(st.st_mode):
@@ -43,6 +47,7 @@ def snapshot(root: Path) -> dict[str, tuple]:
                 out[rel] = ("file", st.st_size, hashlib.sha256(p.read_bytes()).hexdigest())
             elif stat.S_ISDIR(st.st_mode):
                 out[rel] = ("dir",)
+                stack.append(p)
             else:
                 out[rel] = ("special", stat.S_IFMT(st.st_mode))
     return out
@@ -454,4 +459,19 @@ def test_a_training_config_that_is_a_fifo_or_a_story_linked_config_is_refused(
     assert harness_main(["run", str(story), "--out", str(tmp_path / "run"), "--quiet", "--no-score"]) == 2
     err = _one_line(capsys)
     assert "linked.yaml" in err and "symlink" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_dataset_nested_too_deeply_is_refused_in_one_line(tmp_path, capsys):
+    ds = write_demo_images(tmp_path / "ds", count=2, with_bad=False)
+    deep = ds
+    for _ in range(100):  # over the walk's depth cap (a tree is walked without recursion)
+        deep = deep / "d"
+    os.makedirs(deep)
+    cfg = tiny_config(tmp_path, images=ds, data={"source": "folder", "path": str(ds), "prepared": "prep"})
+    before = snapshot(tmp_path)
+    t0 = time.monotonic()
+    assert main(["data", "prepare", str(cfg)]) == 2
+    err = _one_line(capsys)
+    assert "nested deeper than" in err and str(ds) in err and time.monotonic() - t0 < 20
     assert snapshot(tmp_path) == before

@@ -25,6 +25,7 @@ from harness.safeio import read_text
 METADATA = "metadata.csv"
 _NOT_IMAGES = {".txt", ".csv", ".json", ".md", ".yaml", ".yml"}
 MAX_ENTRIES = 200_000  # files and folders in one dataset folder; beyond that it is not a dataset
+MAX_DEPTH = 64  # nested folders
 MAX_CAPTION_BYTES = 64 * 1024  # Kolors reads 256 tokens; a longer sidecar is not a caption
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 
@@ -76,42 +77,44 @@ def unsafe_reason(mode: int, nlink: int) -> str | None:
 def walk(folder: Path, exclude: Path | None = None) -> list[Entry]:
     """Every non-hidden entry under `folder` (files, links, special files), sorted, via lstat.
 
+    Iterative (a deep tree cannot exhaust the stack) and bounded (MAX_ENTRIES, MAX_DEPTH).
     Symlinked folders are listed, never entered; real folders are entered; hidden names (a
     leading dot) and the `exclude` folder (the prepared output, when it sits inside) are left out.
     """
+    folder = Path(folder)
     ex = Path(os.path.abspath(exclude)) if exclude is not None else None
     out: list[Entry] = []
     seen = 0
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        here = Path(dirpath)
-        keep = []
-        for d in sorted(dirnames):
-            p = here / d
-            if d.startswith(".") or (ex is not None and Path(os.path.abspath(p)) == ex):
+    stack = [(folder, 0)]
+    while stack:
+        here, depth = stack.pop()
+        try:
+            with os.scandir(here) as it:
+                found = list(it)
+        except OSError:  # unreadable or vanished: nothing in it is read either
+            continue
+        seen += len(found)
+        if seen > MAX_ENTRIES:
+            raise HarnessError(f"{folder}: more than {MAX_ENTRIES} files and folders; not a dataset folder")
+        for entry in found:
+            if entry.name.startswith("."):
                 continue
+            p = here / entry.name
             try:
-                st = os.lstat(p)
+                st = entry.stat(follow_symlinks=False)
             except OSError:  # vanished while listed
                 continue
             if stat.S_ISDIR(st.st_mode):
-                keep.append(d)
-            else:  # a symlink to a folder: os.walk lists it among the folders
-                out.append(Entry(p.relative_to(folder).as_posix(), st.st_mode, st.st_size, st.st_mtime_ns, 1))
-        dirnames[:] = keep
-        for name in filenames:
-            if name.startswith("."):
+                if ex is not None and Path(os.path.abspath(p)) == ex:
+                    continue
+                if depth >= MAX_DEPTH:
+                    raise HarnessError(
+                        f"{folder}: folders nested deeper than {MAX_DEPTH} levels; not a dataset folder"
+                    )
+                stack.append((p, depth + 1))
                 continue
-            p = here / name
-            try:
-                st = os.lstat(p)
-            except OSError:  # vanished while listed
-                continue
-            out.append(
-                Entry(p.relative_to(folder).as_posix(), st.st_mode, st.st_size, st.st_mtime_ns, st.st_nlink)
-            )
-        seen += len(dirnames) + len(filenames)
-        if seen > MAX_ENTRIES:
-            raise HarnessError(f"{folder}: more than {MAX_ENTRIES} files and folders; not a dataset folder")
+            rel = p.relative_to(folder).as_posix()
+            out.append(Entry(rel, st.st_mode, st.st_size, st.st_mtime_ns, st.st_nlink))
     return sorted(out, key=lambda e: e.rel)
 
 
