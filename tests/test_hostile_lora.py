@@ -143,11 +143,21 @@ KOHYA_ONLY = {
 }
 
 
+# diffusers files carry their adapter config as metadata, which diffusers parses at load time.
+META = "lora_adapter_metadata"
+METADATA_ONLY = {
+    "meta-alpha-text": ({META: json.dumps({"unet.lora_alpha": "abc"})}, "lora_alpha 'abc' is not a number"),
+    "meta-alpha-inf": ({META: '{"unet.lora_alpha": Infinity}'}, "not valid JSON (Infinity is not JSON)"),
+    "meta-deep": ({META: "[" * 100_000}, "JSON nested 100000 levels deep, over the limit of 8"),
+    "meta-not-object": ({META: "[4]"}, f"metadata {META}: not a JSON object"),
+}
+
+
 def _contiguous(sd: dict) -> dict:
     return {k: v.clone().contiguous() for k, v in sd.items()}
 
 
-def write_lora(naming: str, sd: dict, folder: Path, stem: str, named_change=None) -> Path:
+def write_lora(naming: str, sd: dict, folder: Path, stem: str, named_change=None, metadata=None) -> Path:
     """`sd` (canonical) written as a file in `naming`; `named_change` edits the file's own dict."""
     if naming == "kohya":
         named = formats.to_kohya(sd, formats.LoraMeta(4, 4.0))
@@ -163,16 +173,20 @@ def write_lora(naming: str, sd: dict, folder: Path, stem: str, named_change=None
         torch.save(named, path)
     else:
         path = folder / f"{stem}.safetensors"
-        save_file(named, str(path))
+        save_file(named, str(path), metadata)
     return path
 
 
 NAMINGS = ("diffusers", "kohya", "diffsynth-ckpt", "diffsynth-st")
-CASES = [(n, a) for n in NAMINGS for a in CONTENT] + [("kohya", a) for a in KOHYA_ONLY]
+CASES = (
+    [(n, a) for n in NAMINGS for a in CONTENT]
+    + [("kohya", a) for a in KOHYA_ONLY]
+    + [("diffusers", a) for a in METADATA_ONLY]
+)
 
 
 def _attack(naming: str, attack: str):
-    return {**CONTENT, **KOHYA_ONLY}[attack]
+    return {**CONTENT, **KOHYA_ONLY, **METADATA_ONLY}[attack]
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +200,8 @@ def attack_files(peft_sd, tmp_path_factory) -> dict[tuple[str, str], Path]:
             sd = dict(peft_sd)
             change(sd)
             files[naming, attack] = write_lora(naming, sd, folder, stem)
+        elif attack in METADATA_ONLY:
+            files[naming, attack] = write_lora(naming, peft_sd, folder, stem, metadata=change)
         else:
             files[naming, attack] = write_lora(naming, peft_sd, folder, stem, change)
     return files

@@ -135,7 +135,37 @@ def check_lora(
         facts["metadata"] = {k: v[:200] for k, v in list(metadata.items())[:20]}
     problems, more = check_tensors(tensors, base_shapes)
     facts.update(more)
-    return problems, facts
+    return problems + metadata_problems(metadata), facts
+
+
+def metadata_problems(metadata: dict[str, str]) -> list[str]:
+    """Problems with the adapter config a diffusers or harness file stores beside its tensors:
+    it must be a JSON object (depth checked before parsing), its alpha a number in (0, MAX_ALPHA]."""
+    from harness.lora.formats import HARNESS_META_KEY, META_KEY
+    from harness.safeio import loads_json
+
+    problems = []
+    for key in (META_KEY, HARNESS_META_KEY):
+        if key not in metadata:
+            continue
+        try:
+            value = loads_json(metadata[key], source=f"metadata {key}", max_depth=8)
+        except HarnessError as e:
+            problems.append(str(e))
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"metadata {key}: not a JSON object")
+            continue
+        config = {str(k).removeprefix("unet."): v for k, v in value.items()}
+        for name in ("lora_alpha", "alpha"):
+            a = config.get(name)
+            if name in config and (
+                isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= MAX_ALPHA
+            ):
+                problems.append(
+                    f"metadata {key}: {name} {str(a)[:40]!r} is not a number in (0, {MAX_ALPHA:g}]"
+                )
+    return problems
 
 
 def check_tensors(

@@ -108,7 +108,7 @@ def import_lora(
     """Convert `file` to out/pytorch_lora_weights.safetensors; every key must be recognised and
     the content must pass the LoRA check render and verify run, against `base`'s UNet."""
     from harness.hashing import sha256_file
-    from harness.lora.checks import check_tensors
+    from harness.lora.checks import check_tensors, metadata_problems
     from harness.lora.kolors_layout import kolors_linear_modules
     from harness.safeio import write_json
     from harness.train.export import DIFFUSERS_FILE, write_diffusers
@@ -121,6 +121,7 @@ def import_lora(
     shapes, shapes_note = base_linear_shapes(base)
     sd, metadata = load_lora_file(file)
     problems, facts = check_tensors(sd, shapes)
+    problems += metadata_problems(metadata)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise HarnessError(f"{file}: not imported: {problems[0]}{more}")
