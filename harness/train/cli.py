@@ -51,6 +51,11 @@ def add_parsers(sub) -> None:
         "(DiffSynth files never do; the baseline trained with 4.0)",
     )
     q.add_argument("--force", action="store_true", help="overwrite an existing import in --out")
+    q.add_argument(
+        "--base",
+        default="kolors",
+        help="base model whose UNet the LoRA's shapes must fit (default kolors; tiny, local:PATH)",
+    )
     q.set_defaults(func=cmd_lora_import)
 
 
@@ -93,9 +98,9 @@ def cmd_data_prepare(args) -> int:
 def cmd_lora_import(args) -> int:
     from harness.lora.importer import import_lora
 
-    r = import_lora(args.file, args.out, alpha=args.alpha, force=args.force)
+    r = import_lora(args.file, args.out, alpha=args.alpha, force=args.force, base=args.base)
     what = f"{r.keys} keys ({r.format} naming, rank {r.rank}, alpha {r.alpha}{r.alpha_note})"
-    print(f"imported {what} into {r.path}")
+    print(f"imported {what} into {r.path}" + (f"\n  {r.shapes_note}" if r.shapes_note else ""))
     return 0
 
 
