@@ -44,18 +44,6 @@ class Owned:
     marker: dict[str, Any] | None = None
 
 
-def top_level_stray(allowed: set[str]) -> Callable[[Path, dict[str, Any]], str | None]:
-    """A `stray` check for folders whose top-level names are fixed (subfolders are the harness's)."""
-
-    def stray(folder: Path, marker: dict[str, Any]) -> str | None:
-        for name in sorted(os.listdir(folder)):
-            if name not in allowed:
-                return name
-        return None
-
-    return stray
-
-
 def inspect(folder: Path, purpose: Purpose, *, label: str | None = None) -> Owned:
     """What `folder` is for `purpose`; HarnessError (one line, starting with `label`) unless it is
     absent, empty, or a folder the harness made for this purpose holding only what it writes."""

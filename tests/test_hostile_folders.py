@@ -475,3 +475,20 @@ def test_a_dataset_nested_too_deeply_is_refused_in_one_line(tmp_path, capsys):
     err = _one_line(capsys)
     assert "nested deeper than" in err and str(ds) in err and time.monotonic() - t0 < 20
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ({"data": {"source": "folder", "path": "data", "prepared": "prep\nrm -rf ~"}}, "data.prepared"),
+        ({"data": {"source": "folder", "path": "da\x1bta", "prepared": "prep"}}, "data.path"),
+        ({"base_model": "local:mo\u202edel"}, "base_model"),
+    ],
+)
+def test_path_fields_with_control_characters_are_refused_in_one_line(tmp_path, capsys, override, field):
+    cfg = tiny_config(tmp_path, **override)
+    before = snapshot(tmp_path)
+    assert main(["data", "prepare", str(cfg)]) == 2
+    err = _one_line(capsys)
+    assert str(cfg) in err and f"{field}:" in err
+    assert snapshot(tmp_path) == before

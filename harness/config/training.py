@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from harness.config.story import MAX_SEED, StrictModel
-from harness.config.text import optional_text, required_text
+from harness.config.text import optional_text, path_text, required_text
 from harness.config.yamlio import Document, expect_kind, field_error, parse_model, read_yaml
 from harness.models.refs import parse_ref
 from harness.models.registry import DEFAULT_BASE_MODEL
@@ -54,6 +54,11 @@ class DataConfig(StrictModel):
     _floats = field_validator("min_aspect", "max_aspect", mode="before")(
         classmethod(lambda c, v: _float_like(v))
     )
+
+    @field_validator("path", "prepared")
+    @classmethod
+    def _one_line_path(cls, v: str | None) -> str | None:
+        return v if v is None else path_text(v)
 
     @field_validator("caption")
     @classmethod
@@ -161,6 +166,7 @@ class TrainingConfig(StrictModel):
     @field_validator("base_model")
     @classmethod
     def _known_source(cls, v: str) -> str:
+        path_text(v)
         parse_ref(v)
         return v
 

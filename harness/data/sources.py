@@ -175,11 +175,7 @@ def folder_items(
     ignored: list[tuple[str, str]] = []
     entries = walk(folder, exclude)
     unsafe = {e.rel: r for e in entries if (r := unsafe_reason(e.mode, e.nlink)) is not None}
-    try:
-        has_metadata = os.lstat(folder / METADATA) is not None
-    except FileNotFoundError:
-        has_metadata = False
-    if has_metadata:
+    if os.path.lexists(folder / METADATA):
         rows = _read_metadata(folder)
         missing = []
         items = []
@@ -190,12 +186,15 @@ def folder_items(
                 missing.append(name)
                 continue
             listed.add(rel)
+            if reason is None and fixed_caption is None and len(text.encode("utf-8")) > MAX_CAPTION_BYTES:
+                reason = f"caption over the cap of {MAX_CAPTION_BYTES} bytes"
             if reason is not None:
                 items.append(RawItem(name, None, None, problem=reason))
                 continue
             items.append(RawItem(name, folder / rel, fixed_caption if fixed_caption is not None else text))
         if missing:
-            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            shown = ", ".join(repr(m) for m in missing[:3])  # repr: a name never breaks the line
+            shown += f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             raise HarnessError(
                 f"{folder / METADATA}: {len(missing)} row(s) name images missing from {folder} "
                 f"or outside it: {shown}"
