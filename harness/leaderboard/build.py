@@ -9,57 +9,25 @@ hashes only files whose size, mtime, ctime or inode changed.
 Batch isolation: each bundle is read under a guard. A bundle whose reading raises anything
 (a RecursionError, a MemoryError, a bug) or runs past the per-bundle time limit becomes an
 invalid row whose reason says so in one line, and the build goes on; a team folder that cannot
-be listed becomes such a row too. The time limit is a SIGALRM timer, so it applies when the build
-runs in the main thread (the CLI, `leaderboard/app.py`); elsewhere only the readers' own bounds
-apply.
+be listed becomes such a row too. The time limit is `verify --all`'s SIGALRM timer
+(`harness.bundle.batch.time_limit`), so it applies when the build runs in the main thread (the
+CLI, `leaderboard/app.py`); elsewhere only the readers' own bounds apply.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import threading
 from pathlib import Path
 
 from harness import __version__
 from harness.bundle import manifest as mf
-from harness.bundle.verify import read_ledger
+from harness.bundle.batch import BundleTimeout, read_ledger, time_limit
 from harness.errors import HarnessError, first_line
 from harness.hashing import DigestCache
 from harness.leaderboard import db
 from harness.leaderboard.entry import Entry, failed_entry, read_entry
 
 BUNDLE_TIMEOUT_S = 300.0  # hashing a full-size bundle (a 2 GB LoRA, 8 panels) takes seconds
-
-
-class BundleTimeout(BaseException):
-    """Raised by the per-bundle timer. A BaseException, so no `except Exception` inside a
-    reader swallows it and carries on."""
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float | None):
-    usable = (
-        seconds is not None
-        and seconds > 0
-        and hasattr(signal, "setitimer")
-        and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
-        yield
-        return
-
-    def _expired(signum, frame):
-        raise BundleTimeout
-
-    previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _is_dir(p: Path) -> bool:
@@ -99,7 +67,7 @@ def index_bundle(
 ) -> Entry:
     """`read_entry` under the batch guard: any failure or overrun is the bundle's own row."""
     try:
-        with _deadline(timeout):
+        with time_limit(timeout):  # the same SIGALRM limit `verify --all` uses
             return read_entry(root, bundle, threshold=threshold, ledger=ledger, digests=digests)
     except BundleTimeout:
         return failed_entry(

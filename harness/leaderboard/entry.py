@@ -29,8 +29,8 @@ from typing import Any
 
 from harness import safeio
 from harness.bundle import manifest as mf
+from harness.bundle.batch import read_ledger
 from harness.bundle.claims import number, read_claimed
-from harness.bundle.verify import read_ledger
 from harness.bundle.writer import IMAGES_DIR, PROMPTS, STORY
 from harness.errors import HarnessError
 from harness.hashing import DigestCache, sha256_bytes
