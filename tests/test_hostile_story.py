@@ -537,3 +537,15 @@ def test_blank_training_text_is_refused_before_anything_is_trained(capsys, tmp_p
     before = snapshot(tmp_path)
     refused(capsys, "run", path, "--out", tmp_path / "out", "--quiet", needles=(str(config), needle))
     assert snapshot(tmp_path) == before
+
+
+def test_bad_name_is_refused_before_a_declared_lora_is_trained(capsys, tmp_path, monkeypatch, harness_cache):
+    from tests.train_helpers import tiny_config
+
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(tmp_path)
+    path = write(tmp_path / "story.yaml", story(team="../../x", lora={"train": config.name}))
+    before, cache_before = snapshot(tmp_path), snapshot(harness_cache)
+    refused(capsys, "run", path, "--quiet", needles=(": team:",))
+    assert snapshot(tmp_path) == before
+    assert snapshot(harness_cache) == cache_before  # no training started, nothing cached
