@@ -114,7 +114,12 @@ def lock_path(out: Path) -> Path:
     real = Path(os.path.realpath(out))
     if not real.name:
         raise HarnessError(f"{out}: not a folder a run can be written into")
-    return real.parent / f".{real.name}{LOCK_SUFFIX}"
+    name = real.name
+    if len(os.fsencode(name)) > 200:  # keep `.<name>.lock` within the file system's 255 bytes
+        import hashlib
+
+        name = name[:40] + "-" + hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    return real.parent / f".{name}{LOCK_SUFFIX}"
 
 
 @contextmanager
