@@ -74,8 +74,9 @@ def run_story(
     """Validate, train when `lora.train` is declared, render, score and bundle one story.
 
     Every input is checked before anything is written: the story (team and name under the
-    bundle's naming rule), the bundle's namespace, the output folder, and (in `plan_render`)
-    the model and the LoRA's content. The run folder is locked from the render to the bundle.
+    bundle's naming rule), the bundle's namespace, the output folder, the scorers and scoring
+    models by name, and (in `plan_render`) the model and the LoRA's content. The run folder is
+    locked from the render to the bundle.
     """
     from harness.config.story import load_story
     from harness.render import outdir
@@ -90,6 +91,15 @@ def run_story(
 
         model_id(namespace or os.environ.get(NAMESPACE_ENV) or story.team, story.team, story.name)
     outdir.check_out_dir(out, {"story_sha256": story_sha256(loaded)}, force=force)
+    config = None
+    if score:  # an unknown scorer or scoring model is refused now, not after the render
+        from harness.config.scoring import scoring_for
+        from harness.models.scoring_registry import lookup
+        from harness.score.registry import models_used
+
+        config = scoring_for(story.base_model, scoring)
+        for kind, name in models_used(config):
+            lookup(name, kind)
     lora_file = None
     if loaded.lora_train_config is not None:
         from harness.train.api import ensure_trained
@@ -107,10 +117,10 @@ def run_story(
         lora_file=lora_file,
     )
     with outdir.locked(plan.out):
-        return _run_locked(plan, loaded, lora_file, scoring, score, bundle, submissions, namespace)
+        return _run_locked(plan, loaded, lora_file, config, bundle, submissions, namespace)
 
 
-def _run_locked(plan, loaded, lora_file, scoring, score, bundle, submissions, namespace) -> RunOutcome:
+def _run_locked(plan, loaded, lora_file, config, bundle, submissions, namespace) -> RunOutcome:
     from harness.render.run import execute_render
 
     out = plan.out
@@ -120,12 +130,10 @@ def _run_locked(plan, loaded, lora_file, scoring, score, bundle, submissions, na
     if lora_file is not None:
         training = _keep_training_outputs(lora_file, out)
 
-    if score:
-        from harness.config.scoring import scoring_for
+    if config is not None:
         from harness.score.api import score_run
         from harness.score.report import write_scores
 
-        config = scoring_for(loaded.story.base_model, scoring)
         outcome.score = score_run(out, story=loaded, config=config, lora=lora_file)
         write_scores(outcome.score)
 

@@ -549,3 +549,11 @@ def test_bad_name_is_refused_before_a_declared_lora_is_trained(capsys, tmp_path,
     refused(capsys, "run", path, "--quiet", needles=(": team:",))
     assert snapshot(tmp_path) == before
     assert snapshot(harness_cache) == cache_before  # no training started, nothing cached
+
+
+def test_an_unknown_scoring_model_is_refused_before_the_render(capsys, tmp_path):
+    path = write(tmp_path / "story.yaml", story())
+    before = snapshot(tmp_path)
+    argv = ["run", path, "--out", tmp_path / "out", "--quiet", "--no-bundle", "--aesthetic-model", "nope"]
+    refused(capsys, *argv, needles=("unknown aesthetic scoring model 'nope'",))
+    assert snapshot(tmp_path) == before
