@@ -102,6 +102,31 @@ def test_cli_scores_a_rendered_run_exactly(rendered, tmp_path, capsys):
     assert data["panels"][0]["prompt"].startswith("卡通")  # from the run's story copy
     assert {m[0]["name"] for m in data["models"].values()} == {"tiny-aesthetic", "tiny-clip", "tiny-clip-ml"}
     assert data["exit_code"] == 0
+    # a participant's own run: every number rests on the re-render, which is bit-identical here
+    assert data["scored_pixels"] == data["summary"]["scored_pixels"] == "re-rendered"
+    assert [p["pixels"] for p in data["panels"]] == ["re-rendered"] * 8 and data["submitted"] is None
+    assert "scored on the re-rendered pixels" in out
+
+
+def test_an_edited_panel_is_scored_as_its_rerender_and_the_file_score_is_shown(rendered, tmp_path, capsys):
+    """The edit to panel 2 stays within tolerance; its score is the original render's, not the edit's."""
+    from harness.score.models import shared_cache
+    from harness.score.report import format_table, to_json
+
+    folder = _tampered(rendered, tmp_path)
+    config = tiny_config(scorers=["aesthetic"], reproduce=True, min_panels=3, threshold=-10)
+    run = score_run(folder, config=config)
+    assert run.reproducibility.panels[1].verdict == "reproducible"
+    aesthetic = shared_cache(config.device, config.pins).get("aesthetic", "tiny-aesthetic")
+    original = Image.open(rendered / "images" / "02.png").convert("RGB")
+    edited = Image.open(folder / "02.png").convert("RGB")
+    scored = run.metrics["aesthetic"].per_panel[1]["aesthetic"]
+    assert scored == aesthetic.scores([original], 1)[0] != aesthetic.scores([edited], 1)[0]
+    assert run.submitted_metrics["aesthetic"].per_panel[1]["aesthetic"] == aesthetic.scores([edited], 1)[0]
+    data = to_json(run)
+    assert data["scored_pixels"] == "re-rendered"
+    assert data["submitted"]["summary"]["scored_pixels"] == "submitted"
+    assert "the files themselves score aesthetic mean" in format_table(run)
 
 
 def test_a_different_model_is_refused(rendered, tmp_path):
