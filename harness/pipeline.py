@@ -75,8 +75,8 @@ def run_story(
 
     Every input is checked before anything is written: the story (team and name under the
     bundle's naming rule), the bundle's namespace, the output folder, the scorers and scoring
-    models by name, and (in `plan_render`) the model and the LoRA's content. The run folder is
-    locked from the render to the bundle.
+    models by name, (in `plan_render`) the model and the LoRA's content, and whether the bundle
+    folder may be replaced. The run folder is locked from the render to the bundle.
     """
     from harness.config.story import load_story
     from harness.render import outdir
@@ -116,6 +116,15 @@ def run_story(
         progress=progress,
         lora_file=lora_file,
     )
+    if bundle:  # a bundle the run may not replace is refused now, not after the render
+        from harness.bundle.writer import check_target
+        from harness.hashing import sha256_bytes, sha256_file
+
+        shas = {plan.lora["sha256"]} if plan.lora else set()
+        if lora_file is not None:  # every format the training wrote is bundled
+            shas |= {sha256_file(f) for f in lora_file.parent.glob("*.safetensors")}
+        source = loaded.source if loaded.source is not None else loaded.path.read_bytes()
+        check_target(Path(submissions) / story.team / story.name, sha256_bytes(source), shas, force=force)
     with outdir.locked(plan.out):
         return _run_locked(plan, loaded, lora_file, config, bundle, submissions, namespace)
 

@@ -557,3 +557,21 @@ def test_an_unknown_scoring_model_is_refused_before_the_render(capsys, tmp_path)
     argv = ["run", path, "--out", tmp_path / "out", "--quiet", "--no-bundle", "--aesthetic-model", "nope"]
     refused(capsys, *argv, needles=("unknown aesthetic scoring model 'nope'",))
     assert snapshot(tmp_path) == before
+
+
+def test_a_bundle_the_run_may_not_replace_is_refused_before_the_render(capsys, tmp_path):
+    """Another story with the same team and name: refused before its run folder exists."""
+    subs = tmp_path / "submissions"
+    first = write(tmp_path / "first.yaml", story())
+    code, _, err, _ = cli(
+        capsys, "run", first, "--out", tmp_path / "run1", "--quiet", "--no-score", "--submissions", subs
+    )
+    assert code == 0, err
+    other = write(tmp_path / "other.yaml", story(title="另一个故事"))
+    before = snapshot(tmp_path)
+    argv = ["run", other, "--out", tmp_path / "run2", "--quiet", "--no-score", "--submissions", subs]
+    refused(capsys, *argv, needles=("holds the bundle of a different story",))
+    assert snapshot(tmp_path) == before
+    # the same story again (a re-bundle) is still welcome
+    argv = ["run", first, "--out", tmp_path / "run3", "--quiet", "--no-score", "--submissions", subs]
+    assert cli(capsys, *argv)[0] == 0
