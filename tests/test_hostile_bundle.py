@@ -302,7 +302,7 @@ CASES = [
     ("huge prompts.json", _write("prompts.json", " " * (11 << 20) + "[]"), "over the text cap", False),
     ("YAML alias bomb", _alias_bomb, "story.yaml:5: aliases expand to more than", False),
     ("YAML 10k deep", _write("story.yaml", "[" * 10_000 + "]" * 10_000), "story.yaml:1: nested more", False),
-    ("2 MB harness chunk", _huge_params_chunk, "over the cap of 65536", False),
+    ("2 MB harness chunk", _huge_params_chunk, "over the cap of 16384", False),
     ("deep harness chunk", _deep_params, "JSON nested 5000 levels deep", False),
     ("iTXt inflating to 256 MiB", _compressed_text_bomb, "images/01.png: unreadable or truncated", False),
     ("pixel bomb", _pixel_bomb, "images/02.png: 20000x20000 = 400000000 pixels is over the limit", False),

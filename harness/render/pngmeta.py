@@ -15,7 +15,7 @@ from harness.errors import HarnessError
 CHUNK = "harness"
 MAX_PIXELS = 64 * 1024 * 1024  # refuse decompression bombs when inspecting untrusted files
 MAX_PNG_BYTES = 64 << 20  # a 2048x2048 16-bit RGBA panel stored uncompressed is 32 MiB
-MAX_PARAMS_CHARS = 64 << 10  # the harness writes about 1 KB; prompts are capped far below this
+MAX_PARAMS_CHARS = 16 << 10  # the harness writes ~1 KB; two 4096-character prompts fit with room
 MAX_PARAMS_DEPTH = 8  # the harness writes 2 levels (model, lora)
 
 
