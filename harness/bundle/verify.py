@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.bundle import manifest as mf
 from harness.bundle.naming import parse_model_id
-from harness.bundle.writer import IMAGES_DIR, PROMPTS, RUN_JSON, STORY
+from harness.bundle.writer import IMAGES_DIR, PROMPTS, RUN_JSON, SCORES, STORY
 from harness.errors import HarnessError, first_line
 from harness.score.reproduce import ALLOWED_BASES, allowed_base
 
@@ -369,6 +369,14 @@ def verify_bundle(
     else:
         v.notes.append(f"{RUN_JSON}: absent (no record of the original render)")
     v.add("run record", run_problems, "panels match the render record")
+    if SCORES in listed:  # read now, so a hostile scores.json fails with --no-rerun too
+        from harness.bundle.claims import read_json as read_claims
+
+        try:
+            read_claims(bundle / SCORES, SCORES)
+            v.add("scores file", [], "readable")
+        except HarnessError as e:
+            v.add("scores file", [str(e)])
     if not manifest.scored:
         v.notes.append("unscored bundle: no scores.json from the participant")
 
