@@ -177,6 +177,14 @@ def _loads_or_refuses(loader, path: Path) -> None:
         assert msg and "\n" not in msg and len(msg) < 1000, msg
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _tokenizer_loaded():
+    """The Kolors tokenizer loads once (seconds) before any timed example."""
+    from harness.models.tokenizer import kolors_tokenizer
+
+    kolors_tokenizer()
+
+
 _FUZZ = settings(
     max_examples=120,
     deadline=3000,
