@@ -104,7 +104,9 @@ def read_text(
         raise HarnessError(f"{label}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+# A string runs to its closing quote, or (unterminated) to the end of the text, so a run of
+# escaped quotes never makes the search restart at each one (that was quadratic).
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.S)
 
 
 def json_depth(text: str) -> int:

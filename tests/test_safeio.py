@@ -168,3 +168,13 @@ def test_json_within_the_depth_limit_round_trips(tmp_path, doc):
 def test_non_finite_numbers_are_written_as_null(tmp_path):
     write_json(tmp_path / "s.json", {"psnr": float("inf"), "x": [float("nan"), 1.5]})
     assert read_json(tmp_path / "s.json") == {"psnr": None, "x": [None, 1.5]}
+
+
+def test_an_unterminated_string_of_escaped_quotes_is_read_in_linear_time(tmp_path):
+    """'"' followed by a megabyte of escaped quotes used to make the depth scan quadratic (hours)."""
+    (tmp_path / "x.json").write_text('"' + ' \\"' * 340_000)
+    start = time.monotonic()
+    with pytest.raises(HarnessError) as e:
+        read_json(tmp_path / "x.json", max_bytes=2 << 20)
+    assert "not valid JSON" in _one_line(e.value)
+    assert time.monotonic() - start < 5

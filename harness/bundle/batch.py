@@ -171,8 +171,11 @@ def _guarded_verdict(bundle: Path, *, rerun: bool, scoring, time_limit_s: float 
             return verify_bundle(bundle, rerun=rerun, scoring=scoring)
     except BundleTimeout:
         from harness.models.loader import release_pipeline
+        from harness.score.models import release_scoring_models
 
-        release_pipeline()  # a render cut short may leave the kept pipeline half-swapped
+        # a render or a device move cut short may leave the kept models half-swapped
+        release_pipeline()
+        release_scoring_models()
         v = Verdict(str(bundle))
         v.add("bundle", [f"stopped: verifying took longer than the limit of {time_limit_s:g} s"])
         return v
@@ -244,9 +247,10 @@ def _verify_one(
 
     key = bundle.relative_to(root).as_posix()
     if not force:
-        try:
-            recorded = _skip_unchanged(bundle, ledger.get(key) or {})
-        except Exception:  # an unreadable bundle is simply verified again
+        try:  # hashing an unchanged bundle is bounded by the same limit as judging it
+            with time_limit(time_limit_s):
+                recorded = _skip_unchanged(bundle, ledger.get(key) or {})
+        except (Exception, BundleTimeout):  # an unreadable bundle is simply verified again
             recorded = None
         if recorded is not None:
             return Row(bundle, recorded, True)
