@@ -17,7 +17,7 @@ import re
 import secrets
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.errors import HarnessError
 
@@ -162,16 +162,25 @@ def _open_dir(folder: Path) -> int:
         raise HarnessError(f"{folder}: cannot write here ({e.strerror})") from None
 
 
-def write_atomic(path: str | Path, data: str | bytes, *, mode: int = 0o644) -> Path:
+def write_atomic(
+    path: str | Path, data: str | bytes | Callable[[Callable[[Any], None]], None], *, mode: int = 0o644
+) -> Path:
     """Write `data` to `path` so that no reader sees half a file and nothing planted is followed.
 
     The folder is opened without following a link; the temporary file is created exclusively
     (O_EXCL|O_NOFOLLOW, random name) inside it; the rename replaces the directory entry at
     `path`, so a symlink or hardlink planted there is replaced, never written through. A folder
-    or special file at `path` is refused with one line and nothing is written.
+    or special file at `path` is refused with one line and nothing is written. `data` may be a
+    function that is given `write(buffer)` and streams the content (large weights files).
     """
     path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    if isinstance(data, (str, bytes, bytearray, memoryview)):
+        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+
+        def produce(write: Callable[[Any], None]) -> None:
+            write(payload)
+    else:
+        produce = data
     dfd = _open_dir(path.parent)
     tmp = f".{path.name[:100]}.{secrets.token_hex(8)}.tmp"
     try:
@@ -185,9 +194,13 @@ def write_atomic(path: str | Path, data: str | bytes, *, mode: int = 0o644) -> P
             tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, mode, dir_fd=dfd
         )
         try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
+
+            def write(buffer: Any) -> None:
+                view = memoryview(buffer).cast("B")
+                while view:
+                    view = view[os.write(fd, view) :]
+
+            produce(write)
             os.fsync(fd)
         finally:
             os.close(fd)

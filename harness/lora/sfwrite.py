@@ -12,14 +12,8 @@ link or hardlink is replaced, never written through; a planted folder or special
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import secrets
-import stat
 from pathlib import Path
-
-from harness.errors import HarnessError
 
 _DTYPES = {
     "float64": "F64",
@@ -33,56 +27,21 @@ _DTYPES = {
     "uint8": "U8",
     "bool": "BOOL",
 }
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-
-
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _write_streamed(path: Path, header: bytes, tensors: list) -> None:
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
-    except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise HarnessError(
-                f"{path.parent}: is not a folder (a link or a file); nothing written"
-            ) from None
-        raise HarnessError(f"{path.parent}: cannot write here ({e.strerror})") from None
-    tmp: str | None = f".{path.name[:100]}.{secrets.token_hex(8)}.tmp"
-    try:
-        try:
-            mode = os.stat(path.name, dir_fd=dfd, follow_symlinks=False).st_mode
-        except FileNotFoundError:
-            mode = None
-        if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-            raise HarnessError(f"{path}: exists and is not a file; not replaced")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o644, dir_fd=dfd)
-        try:
-            _write_all(fd, len(header).to_bytes(8, "little"))
-            _write_all(fd, header)
-            for t in tensors:
-                if t.numel():
-                    _write_all(fd, t.view(-1).view(dtype=__import__("torch").uint8).numpy())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except OSError as e:  # a folder appeared at the name between the check and the rename
-            raise HarnessError(f"{path}: cannot be replaced ({e.strerror}); nothing written") from None
-        tmp = None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp, dir_fd=dfd)
-            except OSError:
-                pass
-        os.close(dfd)
+    import torch
+
+    from harness.safeio import write_atomic
+
+    def produce(write) -> None:
+        write(len(header).to_bytes(8, "little"))
+        write(header)
+        for t in tensors:
+            if t.numel():
+                write(t.view(-1).view(dtype=torch.uint8).numpy())
+
+    write_atomic(path, produce)
 
 
 def save_sorted(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:
