@@ -104,7 +104,9 @@ def run_story(
     if loaded.lora_train_config is not None:
         from harness.train.api import ensure_trained
 
-        lora_file = ensure_trained(loaded.lora_train_config, device=device, progress=progress)
+        lora_file = ensure_trained(
+            loaded.lora_train_config, device=device, progress=progress, inside=loaded.folder
+        )
 
     plan = plan_render(
         loaded,

@@ -209,8 +209,8 @@ def test_harness_run_refuses_a_story_whose_training_config_names_a_user_folder(
     from tests.conftest import small_story
 
     home = _user_home(tmp_path)
-    cfg = _config(tmp_path, str(home))
-    story = write_story(small_story(lora={"train": str(cfg)}))
+    cfg = _config(tmp_path, "../home")  # inside the story's folder, so the folder rule decides
+    story = write_story(small_story(lora={"train": "project/train.yaml"}))
     monkeypatch.chdir(tmp_path)
     before = snapshot(tmp_path)
     t0 = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +14,19 @@ from tests.conftest import small_story
 
 
 @pytest.fixture(scope="module")
-def lora_file(tmp_path_factory, tiny_model_dir):
+def made_lora(tmp_path_factory, tiny_model_dir):
     """A diffusers-naming LoRA with non-zero weights (a fresh peft LoRA has B=0 and does nothing)."""
     from tests.bundle_fixtures import make_lora
 
     return make_lora(tmp_path_factory.mktemp("lora"), tiny_model_dir)
+
+
+@pytest.fixture
+def lora_file(tmp_path, made_lora):
+    """The LoRA copied beside the test's stories: a story names files inside its own folder."""
+    import shutil
+
+    return Path(shutil.copy(made_lora, tmp_path / made_lora.name))
 
 
 def pixels(path) -> np.ndarray:
@@ -46,9 +55,9 @@ def render_panel(capsys, write_story, tmp_path, name, **story):
 def test_lora_changes_the_panel_and_scale_zero_restores_it(capsys, tmp_path, write_story, lora_file):
     base = render_panel(capsys, write_story, tmp_path, "base")
     styled = render_panel(
-        capsys, write_story, tmp_path, "styled", lora={"path": str(lora_file), "scale": 1.0}
+        capsys, write_story, tmp_path, "styled", lora={"path": lora_file.name, "scale": 1.0}
     )
-    off = render_panel(capsys, write_story, tmp_path, "off", lora={"path": str(lora_file), "scale": 0.0})
+    off = render_panel(capsys, write_story, tmp_path, "off", lora={"path": lora_file.name, "scale": 0.0})
     b, s, o = (pixels(p / "images" / "02.png") for p in (base, styled, off))
     assert not np.array_equal(b, s), "a trained (non-zero) LoRA must change the picture"
     assert np.array_equal(b, o), "scale 0 must give the base model's pixels"
@@ -57,7 +66,7 @@ def test_lora_changes_the_panel_and_scale_zero_restores_it(capsys, tmp_path, wri
 def test_lora_hash_and_scale_are_recorded(capsys, tmp_path, write_story, lora_file):
     from harness.hashing import sha256_file
 
-    out = render_panel(capsys, write_story, tmp_path, "rec", lora={"path": str(lora_file), "scale": 0.5})
+    out = render_panel(capsys, write_story, tmp_path, "rec", lora={"path": lora_file.name, "scale": 0.5})
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["lora"] == {"file": lora_file.name, "sha256": sha256_file(lora_file), "scale": 0.5}
     assert main(["inspect", "--json", str(out / "images" / "02.png")]) == 0
@@ -81,7 +90,7 @@ def test_a_file_that_is_not_a_lora_is_refused_in_one_line(capsys, tmp_path, writ
     save_file({"hello.weight": torch.zeros(2, 2)}, str(bogus))
     out = tmp_path / "bogus-out"
     code = main(
-        ["render", str(write_story(small_story(lora={"path": str(bogus)}))), "--out", str(out), "--quiet"]
+        ["render", str(write_story(small_story(lora={"path": bogus.name}))), "--out", str(out), "--quiet"]
     )
     err = capsys.readouterr().err
     assert code == 2
@@ -98,7 +107,7 @@ def test_a_lora_for_other_layers_is_refused_in_one_short_line_naming_the_layer(
     moved = {k.replace("down_blocks.1.", "down_blocks.5."): v for k, v in load_file(str(lora_file)).items()}
     other = tmp_path / "other.safetensors"
     save_file({k: v.contiguous() for k, v in moved.items()}, str(other))
-    story = write_story(small_story(lora={"path": str(other)}))
+    story = write_story(small_story(lora={"path": other.name}))
     code = main(["render", str(story), "--out", str(tmp_path / "o"), "--quiet"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1, lines

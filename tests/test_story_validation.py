@@ -213,7 +213,7 @@ def test_manifest_is_valid_json_after_refusal(capsys, tmp_path, write_story):
     """A refused render into an existing run leaves that run's manifest untouched."""
     out = tmp_path / "out"
     out.mkdir()
-    manifest = {"identity": {"story_sha256": "something-else"}, "panels": []}
+    manifest = {"kind": "harness.render", "identity": {"story_sha256": "something-else"}, "panels": []}
     (out / "manifest.json").write_text(json.dumps(manifest))
     path = write_story(small_story())
     code, _, err = run_cli(capsys, "render", path, "--out", out, "--quiet")

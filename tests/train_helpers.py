@@ -9,6 +9,17 @@ import yaml
 from harness.data.demo import write_demo_images
 
 
+def _relative(path: Path | None, tmp: Path) -> str:
+    """`path` relative to the config's folder when inside it (a story may name the config: its
+    paths then must stay inside the story's folder), else as given."""
+    if path is None:
+        return str(path)
+    try:
+        return Path(path).relative_to(tmp).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def tiny_config(tmp: Path, name: str = "train.yaml", images: Path | None = None, **overrides) -> Path:
     """A 64 px, few-step training config on the tiny model with its own image folder."""
     if images is None and "data" not in overrides:
@@ -17,8 +28,8 @@ def tiny_config(tmp: Path, name: str = "train.yaml", images: Path | None = None,
         "base_model": "tiny",
         "data": {
             "source": "folder",
-            "path": str(images),
-            "prepared": str(tmp / f"prepared-{Path(name).stem}"),
+            "path": _relative(images, tmp),
+            "prepared": f"prepared-{Path(name).stem}",
         },
         "resolution": 64,
         "lora": {"rank": 4, "alpha": 4.0},

@@ -8,7 +8,9 @@ that need the real tokenizer (prompt length) live in `harness.models.tokenizer` 
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +48,61 @@ def check_name_part(what: str, value: str) -> str:
     return value
 
 
+def confined(root: str | Path, value: str, *, start: tuple[str, ...] = (), what: str = "the story's folder") -> Path:
+    """`root / start / value` for a path written in a story (or in a config a story names), or a
+    ValueError saying why not.
+
+    A story comes from a stranger, so what it names stays inside its folder: `value` is
+    relative (no `/...`, no `~`, no backslash, no control character), every `..` stays inside
+    `root` (`a/../b` is fine, `../x` is not), and no component on the way is a symbolic link
+    (checked with lstat, so the path the file system follows is the one checked). `start` is the
+    folder, relative to `root`, that `value` is relative to (a training config's own folder).
+    """
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a relative path")
+    why = bad_character_in_path(value)
+    if why:
+        raise ValueError(why)
+    if value.startswith("~"):
+        raise ValueError(f"starts with '~': write a path relative to {what} (home folders are not read)")
+    if os.path.isabs(value):
+        raise ValueError(f"is an absolute path: write a path relative to {what}, inside it")
+    if "\\" in value:
+        raise ValueError("holds a backslash: separate folders with '/'")
+    root = Path(os.path.abspath(root))
+    stack = list(start)
+    for part in value.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not stack:
+                raise ValueError(f"'..' leads out of {what} ({root}); files it names must be inside it")
+            stack.pop()
+            continue
+        stack.append(part)
+        here = root.joinpath(*stack)
+        try:
+            mode = os.lstat(here).st_mode
+        except FileNotFoundError:
+            continue  # a missing file is reported by the caller; '..' after it fails to resolve
+        except OSError as e:
+            raise ValueError(f"{here}: {e.strerror}") from None
+        if stat.S_ISLNK(mode):
+            raise ValueError(f"{here} is a symlink; paths in a story never pass through links")
+    if not stack:
+        raise ValueError(f"names {what} itself, not a file inside it")
+    return root.joinpath(*stack)
+
+
+def bad_character_in_path(value: str) -> str | None:
+    """Why `value` cannot be a path (a control character, NUL included), or None."""
+    try:
+        path_text(value)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 class StrictModel(BaseModel):
     """Unknown fields are errors, and values are not coerced ("3" is not a number)."""
 
@@ -74,7 +131,9 @@ class Sampling(StrictModel):
 class LoraSpec(StrictModel):
     """The LoRA to render with: a trained .safetensors file, or a training config to train first.
 
-    Paths are relative to the story file. Exactly one of `path` and `train` is given.
+    Paths are relative to the story file and stay inside its folder (`confined`): a story copied
+    from a stranger never reads a file elsewhere on the disk. Exactly one of `path` and `train`
+    is given.
     """
 
     path: str | None = Field(None, min_length=1, max_length=MAX_PATH_CHARS)
@@ -195,26 +254,28 @@ class LoadedStory:
         self.path = doc.path
         self.source = source
 
-    def _relative(self, value: str) -> Path:
-        p = Path(value)
-        if value.startswith("~"):
-            try:
-                p = p.expanduser()
-            except RuntimeError:  # ~user of no such user: taken as written, a relative name
-                pass
-        return p if p.is_absolute() else (self.path.parent / p)
+    @property
+    def folder(self) -> Path:
+        """The story's folder: every file the story names lies inside it (see `confined`)."""
+        return Path(os.path.abspath(self.path.parent))
+
+    def _inside(self, loc: tuple[str, ...], value: str) -> Path:
+        try:
+            return confined(self.folder, value)
+        except ValueError as e:
+            raise field_error(self.doc, loc, str(e)) from None
 
     @property
     def lora_path(self) -> Path | None:
         """The LoRA file the story names directly (None if none, or if it is to be trained)."""
         lora = self.story.lora
-        return self._relative(lora.path) if lora is not None and lora.path else None
+        return self._inside(("lora", "path"), lora.path) if lora is not None and lora.path else None
 
     @property
     def lora_train_config(self) -> Path | None:
         """The training config the story declares under lora.train, if any."""
         lora = self.story.lora
-        return self._relative(lora.train) if lora is not None and lora.train else None
+        return self._inside(("lora", "train"), lora.train) if lora is not None and lora.train else None
 
 
 def _is_file(doc: Document, loc: tuple[str, ...], path: Path) -> bool:
@@ -229,7 +290,8 @@ def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
 
     The path is one the user typed, so a link to the story is followed; everything the story
     names is checked before any caller builds a path from it (team and name follow the bundle's
-    naming rule). With `check_tokens`, every prompt and negative prompt is counted with the real
+    naming rule; lora.path and lora.train stay inside the story's folder, and so do the paths of
+    the training config lora.train names). With `check_tokens`, every prompt and negative prompt is counted with the real
     Kolors tokenizer and refused above Kolors' 256-token limit (the pipeline would silently
     truncate).
     """
@@ -255,8 +317,13 @@ def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
                 doc, ("lora", "path"), "only .safetensors LoRA files are rendered (pickles never are)"
             )
     train = loaded.lora_train_config
-    if train is not None and not _is_file(doc, ("lora", "train"), train):
-        raise field_error(doc, ("lora", "train"), f"training config not found: {train}")
+    if train is not None:
+        if not _is_file(doc, ("lora", "train"), train):
+            raise field_error(doc, ("lora", "train"), f"training config not found: {train}")
+        from harness.config.training import load_training_config
+
+        # The config comes from the same stranger: its own paths must stay in the story's folder.
+        load_training_config(train, inside=loaded.folder)
     if check_tokens:
         from harness.models.tokenizer import check_prompt_lengths
 

@@ -1,22 +1,27 @@
 """The training config: one strict pydantic model that mirrors the training YAML one to one.
 
 Owns: the schema of `harness train CONFIG`, its value ranges, path resolution relative to the
-config file (data.path, data.prepared and a `local:` base_model; `~`, `..` and absolute paths are
-allowed, since participants own their machine: the prepared folder is then still replaced only
-when the harness made it, see `harness.ownership`), and `load_training_config`. Must not load
+config file (data.path, data.prepared and a `local:` base_model), and `load_training_config`.
+A config the user names on the command line (`harness train CONFIG`, `harness data prepare
+CONFIG`) is the user's own file: `~`, `..` and absolute paths are allowed (the prepared folder
+is still replaced only when the harness made it, see `harness.ownership`). A config named by a
+story's `lora.train` comes from whoever wrote the story: its paths, the default prepared folder
+included, must stay inside the story's folder (`harness.config.story.confined`). Must not load
 models, read images or write files.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from harness.config.story import MAX_SEED, StrictModel
+from harness.config.story import MAX_SEED, StrictModel, confined
 from harness.config.text import optional_text, path_text, required_text
 from harness.config.yamlio import Document, expect_kind, field_error, parse_model, read_yaml
+from harness.errors import HarnessError
 from harness.models.refs import parse_ref
 from harness.models.registry import DEFAULT_BASE_MODEL
 
@@ -213,15 +218,45 @@ class LoadedTrainingConfig:
         return self.path.parent / "prepared" / self.path.stem
 
 
-def load_training_config(path: str | Path, *, follow_links: bool = False) -> LoadedTrainingConfig:
+def _check_inside(loaded: LoadedTrainingConfig, root: Path) -> None:
+    """Every path of a story-named config stays inside the story's folder `root`, or one line."""
+    cfg, doc = loaded.config, loaded.doc
+    here = Path(os.path.abspath(loaded.path)).parent
+    root = Path(os.path.abspath(root))
+    if here != root and root not in here.parents:
+        raise HarnessError(f"{loaded.path}: lies outside the story's folder {root}")
+    start = here.relative_to(root).parts
+    what = "the story's folder (this config is named by a story's lora.train)"
+    fields: list[tuple[tuple[str, ...], str]] = []
+    if cfg.data.path:
+        fields.append((("data", "path"), cfg.data.path))
+    # the default prepared folder too: a link named `prepared` in the story's folder is refused
+    prepared = cfg.data.prepared or f"prepared/{loaded.path.stem}"
+    fields.append((("data", "prepared"), prepared))
+    ref = parse_ref(cfg.base_model)
+    if ref.source == "local":
+        fields.append((("base_model",), ref.location))
+    for loc, value in fields:
+        try:
+            confined(root, value, start=start, what=what)
+        except ValueError as e:
+            raise field_error(doc, loc, str(e)) from None
+
+
+def load_training_config(
+    path: str | Path, *, follow_links: bool = False, inside: str | Path | None = None
+) -> LoadedTrainingConfig:
     """Read and validate a training config; any problem raises one HarnessError line.
 
     `follow_links` only for a path the user typed; a config named inside a story is read
-    without following a link."""
+    without following a link, with `inside` the story's folder: the config's data path,
+    prepared folder and `local:` base model must then stay inside it (see module docstring)."""
     doc = read_yaml(path, follow_links=follow_links)
     expect_kind(doc, "training")
     cfg = parse_model(doc, TrainingConfig)
     loaded = LoadedTrainingConfig(cfg, doc)
+    if inside is not None:
+        _check_inside(loaded, Path(inside))
     if cfg.data.source == "folder":
         folder = loaded.data_path
         if folder is None or not folder.is_dir():

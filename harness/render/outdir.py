@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness.errors import HarnessError
+from harness.ownership import Purpose
 
 MANIFEST = "manifest.json"
 IMAGES = "images"
@@ -34,6 +35,7 @@ STORY_COPY = "story.yaml"
 OWNED = (MANIFEST, IMAGES, CONTACT_SHEET, STORY_COPY, "lora", "training.json", "scores.json")
 
 
+RENDER_KIND = "harness.render"  # the manifest's "kind": the harness made this run folder
 MAX_MANIFEST_BYTES = 16 << 20  # a run manifest is a few KB; the cap bounds a planted one
 LOCK_SUFFIX = ".lock"
 
@@ -52,10 +54,22 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
     try:
         data = read_json(path, max_bytes=MAX_MANIFEST_BYTES)
     except HarnessError as e:
-        raise HarnessError(f"{e}; use another --out or --force") from None
-    if not isinstance(data, dict) or not isinstance(data.get("identity"), dict):
-        raise HarnessError(f"{path}: not a harness run manifest; use another --out or --force")
+        raise HarnessError(f"{e}; use another --out") from None
+    if (
+        not isinstance(data, dict)
+        or data.get("kind") != RENDER_KIND
+        or not isinstance(data.get("identity"), dict)
+    ):
+        raise HarnessError(f"{path}: not a harness run manifest; use another --out (or empty the folder)")
     return data
+
+
+def _no_stray(folder: Path, marker: dict[str, Any]) -> str | None:
+    return None  # --force clears only the OWNED names; anything else in the folder is left alone
+
+
+# A run folder the harness made: its manifest.json says kind harness.render (harness.ownership).
+RENDER = Purpose("a render run", MANIFEST, RENDER_KIND, MAX_MANIFEST_BYTES, _no_stray)
 
 
 def is_stale(manifest: dict[str, Any]) -> bool:
@@ -80,7 +94,11 @@ def _check_out_dir(out: Path, identity: dict[str, Any], *, force: bool) -> dict[
         raise HarnessError(f"{out}: exists and is not a folder")
     if not out.exists() or not any(out.iterdir()):
         return None
-    if force:
+    if force:  # --force replaces a run the harness made, never a folder of the user's
+        from harness.ownership import inspect
+
+        real = Path(os.path.realpath(out)) if out.is_symlink() else out  # --out as typed
+        inspect(real, RENDER, label=str(out))
         return None
     manifest = read_manifest(out)
     if manifest is None:

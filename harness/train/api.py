@@ -277,13 +277,20 @@ def _encode_and_train(
 
 
 def ensure_trained(
-    config_path: str | Path, out: Path | None = None, *, device: str = "auto", progress: bool = True
+    config_path: str | Path,
+    out: Path | None = None,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    inside: str | Path | None = None,
 ) -> Path:
     """For `harness run`: the diffusers LoRA file of this config, training only when needed.
 
     A finished training with the same key (config + data + base model) is reused; an unfinished
     one of the same key is resumed from its last checkpoint; otherwise training starts. `out`
-    defaults to $HARNESS_CACHE/loras/<config name>-<key>.
+    defaults to $HARNESS_CACHE/loras/<config name>-<key>. `inside` is the folder of the story
+    that named the config: the config's own paths must stay inside it (checked before anything
+    is prepared or trained).
     """
-    loaded = load_training_config(config_path)
+    loaded = load_training_config(config_path, inside=inside)
     return train(loaded, out, resume=True, device=device, progress=progress).lora
