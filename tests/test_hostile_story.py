@@ -575,3 +575,204 @@ def test_a_bundle_the_run_may_not_replace_is_refused_before_the_render(capsys, t
     # the same story again (a re-bundle) is still welcome
     argv = ["run", first, "--out", tmp_path / "run3", "--quiet", "--no-score", "--submissions", subs]
     assert cli(capsys, *argv)[0] == 0
+
+
+# --- class 9: what a story names stays inside the story's folder -------------------------------
+
+
+def _outside_and_work(tmp_path: Path, good_lora: bytes) -> tuple[Path, Path]:
+    """`outside/` holds a LoRA, a training config and images a story may not reach; `work/` is
+    the folder the story was unpacked into."""
+    from harness.data.demo import write_demo_images
+    from tests.train_helpers import tiny_config
+
+    outside, work = tmp_path / "outside", tmp_path / "work"
+    (outside / "loras").mkdir(parents=True)
+    (outside / "loras" / "style.safetensors").write_bytes(good_lora)
+    write_demo_images(outside / "data", count=2, with_bad=False)
+    tiny_config(outside, images=outside / "data")
+    work.mkdir()
+    return outside, work
+
+
+def _tripwires(outside: Path) -> list[Path]:
+    from tests.hostile_helpers import tripwire
+
+    files = [p for p in outside.rglob("*") if p.is_file() and not p.is_symlink()]
+    for p in files:
+        tripwire(p)
+    return files
+
+
+ESCAPES = [
+    ("absolute", "{outside}/{rel}"),
+    ("home", "~/{rel}"),
+    ("dot-dot", "../outside/{rel}"),
+    ("dot-dot after a folder", "sub/../../outside/{rel}"),
+    ("dot-dot deep", "a/b/../../../outside/{rel}"),
+    ("backslash", "..\\outside\\{rel}"),
+    ("linked folder", "linked/{rel}"),
+    ("linked file", "{link_name}"),
+    ("linked folder then dot-dot", "linked/../outside/{rel}"),
+    ("NUL", "sty\x00le"),
+    ("newline", "style\n.safetensors"),
+    ("escape sequence", "\x1b[2Jstyle"),
+]
+
+
+@pytest.mark.parametrize("field", ["path", "train"])
+@pytest.mark.parametrize("how", [c[1] for c in ESCAPES], ids=[c[0] for c in ESCAPES])
+def test_a_story_names_no_file_outside_its_folder(capsys, tmp_path, monkeypatch, good_lora, field, how):
+    """lora.path and lora.train are refused in one line naming the story and the field, before
+    anything is read from outside or written anywhere (the LoRA would be rendered and bundled)."""
+    from tests.hostile_helpers import snapshot as tree, tripped
+
+    outside, work = _outside_and_work(tmp_path, good_lora)
+    rel = "loras/style.safetensors" if field == "path" else "train.yaml"
+    os.symlink(outside, work / "linked")
+    link_name = "style.safetensors" if field == "path" else "train.yaml"
+    os.symlink(outside / rel, work / link_name)
+    (work / "sub").mkdir()
+    (work / "a" / "b").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(outside))
+    monkeypatch.chdir(work)
+    value = how.format(outside=outside, rel=rel, link_name=link_name)
+    path = write(work / "story.yaml", story(lora={field: value}))
+    watched = _tripwires(outside)
+    before = tree(tmp_path)
+    needles = (f"{path}:", f": lora.{field}:")
+    refused(capsys, "validate", path, needles=needles)
+    refused(capsys, "render", path, "--out", work / "out", "--quiet", needles=needles)
+    subs = work / "submissions"
+    refused(capsys, "run", path, "--out", work / "run", "--quiet", "--submissions", subs, needles=needles)
+    assert tree(tmp_path) == before
+    assert not [p for p in watched if tripped(p)], "a file outside the story's folder was read"
+
+
+def test_dot_dot_that_stays_inside_the_story_folder_is_allowed(capsys, tmp_path, good_lora):
+    outside, work = _outside_and_work(tmp_path, good_lora)
+    (work / "loras").mkdir()
+    (work / "loras" / "style.safetensors").write_bytes(good_lora)
+    (work / "notes").mkdir()
+    path = write(work / "story.yaml", story(lora={"path": "notes/../loras/./style.safetensors"}))
+    code, _, err, _ = cli(capsys, "validate", path)
+    assert code == 0, err
+    # a name that merely starts with two dots is a file name, not a way out
+    (work / "..style.safetensors").write_bytes(good_lora)
+    path = write(work / "story.yaml", story(lora={"path": "..style.safetensors"}))
+    assert cli(capsys, "validate", path)[0] == 0
+
+
+def _chained(work: Path, outside: Path, where: str, value: str | None) -> Path:
+    """work/cfg/train.yaml (named by the story) with one path field set to `value`."""
+    from harness.data.demo import write_demo_images
+
+    cfgdir = work / "cfg"
+    cfgdir.mkdir()
+    write_demo_images(work / "data", count=2, with_bad=False)
+    cfg: dict = {
+        "base_model": "tiny",
+        "data": {"source": "folder", "path": "../data", "prepared": "../prepared"},
+        "resolution": 64,
+        "max_steps": 1,
+    }
+    if where == "base_model":
+        cfg["base_model"] = f"local:{value}"
+    elif value is None:
+        del cfg["data"][where]
+    else:
+        cfg["data"][where] = value
+    path = cfgdir / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path
+
+
+CHAIN = [
+    ("data.path absolute", "path", "{outside}/data"),
+    ("data.path home", "path", "~/data"),
+    ("data.path dot-dot", "path", "../../outside/data"),
+    ("data.path through a link", "path", "../linked/data"),
+    ("data.prepared absolute", "prepared", "{outside}/prepared"),
+    ("data.prepared dot-dot", "prepared", "../../outside/prepared"),
+    ("data.prepared through a link", "prepared", "../linked/prepared"),
+    ("default prepared through a link", "prepared", None),
+    ("local base model absolute", "base_model", "{outside}/model"),
+    ("local base model dot-dot", "base_model", "../../outside/model"),
+]
+
+
+@pytest.mark.parametrize(("where", "how"), [c[1:] for c in CHAIN], ids=[c[0] for c in CHAIN])
+def test_a_training_config_named_by_a_story_stays_inside_the_story_folder(
+    capsys, tmp_path, monkeypatch, harness_cache, good_lora, where, how
+):
+    """story -> training config -> dataset/prepared/model come from the same stranger: every path
+    of the config stays inside the story's folder; refused naming the config and its field."""
+    from tests.hostile_helpers import snapshot as tree, tripped
+
+    outside, work = _outside_and_work(tmp_path, good_lora)
+    os.symlink(outside, work / "linked")
+    value = None if how is None else how.format(outside=outside)
+    config = _chained(work, outside, where, value)
+    if how is None:  # the default prepared folder, cfg/prepared/train, reached through a link
+        os.symlink(outside, work / "cfg" / "prepared")
+    monkeypatch.setenv("HOME", str(outside))
+    monkeypatch.chdir(work)
+    path = write(work / "story.yaml", story(lora={"train": "cfg/train.yaml"}))
+    watched = _tripwires(outside)
+    before, cache_before = tree(tmp_path), tree(harness_cache)
+    field = "base_model" if where == "base_model" else f"data.{where}"
+    needles = (f"{config}:", f": {field}:")
+    refused(capsys, "validate", path, needles=needles)
+    refused(capsys, "run", path, "--out", work / "run", "--quiet", "--no-score", needles=needles)
+    assert tree(tmp_path) == before
+    assert tree(harness_cache) == cache_before  # nothing prepared or trained
+    assert not [p for p in watched if tripped(p)], "a file outside the story's folder was read"
+
+
+def test_a_config_the_user_names_may_point_anywhere(capsys, tmp_path, good_lora):
+    """`harness data prepare CONFIG`: the user's own config keeps paths outside its folder."""
+    outside, work = _outside_and_work(tmp_path, good_lora)
+    config = _chained(work, outside, "path", str(outside / "data"))
+    code, _, err, _ = cli(capsys, "data", "prepare", config)
+    assert code == 0, err
+    assert (work / "prepared" / "metadata.csv").is_file()
+
+
+# --- class 11: render --force replaces only what the harness made ------------------------------
+
+
+def test_force_never_clears_a_user_folder(capsys, tmp_path):
+    """A folder of the user's that happens to hold images/ and a manifest.json of its own."""
+    from tests.hostile_helpers import snapshot as tree
+
+    path = write(tmp_path / "story.yaml", story())
+    mine = tmp_path / "mine"
+    (mine / "images").mkdir(parents=True)
+    (mine / "images" / "01.png").write_bytes(b"\x89PNG my holiday")
+    (mine / "manifest.json").write_text('{"shipment": 42, "identity": {}}\n', encoding="utf-8")
+    (mine / "contact_sheet.png").write_bytes(b"mine too")
+    before = tree(tmp_path)
+    for extra in (["--force"], []):
+        refused(capsys, "render", path, "--out", mine, "--quiet", *extra, needles=(str(mine),))
+        argv = ["run", path, "--out", mine, "--quiet", "--no-score", "--submissions", tmp_path / "subs"]
+        refused(capsys, *argv, *extra, needles=(str(mine),))
+    # a lookalike of a stopped render's record (status rendering, no panel), without the
+    # harness's kind, is not cleared either
+    (mine / "manifest.json").write_text(
+        '{"identity": {"story_sha256": "x"}, "status": "rendering", "panels": []}\n', encoding="utf-8"
+    )
+    before = tree(tmp_path)
+    for extra in (["--force"], []):
+        line = refused(capsys, "render", path, "--out", mine, "--quiet", *extra, needles=(str(mine),))
+        assert "harness" in line
+    assert tree(tmp_path) == before
+
+
+def test_force_still_replaces_a_run_the_harness_made(capsys, tmp_path, finished_run):
+    _, out = finished_run
+    (out / "my-notes.txt").write_text("kept", encoding="utf-8")
+    other = write(tmp_path / "other.yaml", story(panels=[{"prompt": "卡通，一棵树", "seed": 9}] * 2))
+    refused(capsys, "render", other, "--out", out, "--quiet", needles=("holds a different run",))
+    code, _, err, _ = cli(capsys, "render", other, "--out", out, "--quiet", "--force")
+    assert code == 0, err
+    assert (out / "my-notes.txt").read_text(encoding="utf-8") == "kept"  # not the harness's: kept

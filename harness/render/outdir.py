@@ -69,7 +69,7 @@ def _no_stray(folder: Path, marker: dict[str, Any]) -> str | None:
 
 
 # A run folder the harness made: its manifest.json says kind harness.render (harness.ownership).
-RENDER = Purpose("a render run", MANIFEST, RENDER_KIND, MAX_MANIFEST_BYTES, _no_stray)
+RENDER = Purpose("a run folder", MANIFEST, RENDER_KIND, MAX_MANIFEST_BYTES, _no_stray)
 
 
 def is_stale(manifest: dict[str, Any]) -> bool:
