@@ -56,7 +56,7 @@ def test_same_seed_gives_identical_bytes_and_a_different_seed_does_not(trained, 
     other = tiny_config(
         tmp_path,
         name="other.yaml",
-        images=Path(load_training_config(cfg).config.data.path),
+        images=load_training_config(cfg).data_path,
         max_steps=6,
         checkpoint_every=2,
         seed=8,
@@ -71,7 +71,7 @@ def test_finished_run_is_reused_and_never_overwritten(trained, tmp_path):
     again = train(load_training_config(cfg), a.out, progress=False)
     assert again.reused and (a.out / DIFFUSERS_FILE).stat().st_mtime_ns == before
     changed = tiny_config(
-        tmp_path, name="changed.yaml", images=Path(load_training_config(cfg).config.data.path), max_steps=5
+        tmp_path, name="changed.yaml", images=load_training_config(cfg).data_path, max_steps=5
     )
     from harness.errors import HarnessError
 

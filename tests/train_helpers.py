@@ -9,26 +9,17 @@ import yaml
 from harness.data.demo import write_demo_images
 
 
-def _relative(path: Path | None, tmp: Path) -> str:
-    """`path` relative to the config's folder when inside it (a story may name the config: its
-    paths then must stay inside the story's folder), else as given."""
-    if path is None:
-        return str(path)
-    try:
-        return Path(path).relative_to(tmp).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def tiny_config(tmp: Path, name: str = "train.yaml", images: Path | None = None, **overrides) -> Path:
     """A 64 px, few-step training config on the tiny model with its own image folder."""
+    data_path = str(images)
     if images is None and "data" not in overrides:
         images = write_demo_images(tmp / "data", count=4, with_bad=False)
+        data_path = "data"  # relative to the config, so a story beside it may name the config
     cfg = {
         "base_model": "tiny",
         "data": {
             "source": "folder",
-            "path": _relative(images, tmp),
+            "path": data_path,
             "prepared": f"prepared-{Path(name).stem}",
         },
         "resolution": 64,
