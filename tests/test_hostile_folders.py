@@ -208,7 +208,7 @@ def test_harness_run_refuses_a_story_whose_training_config_names_a_user_folder(
 ):
     from tests.conftest import small_story
 
-    home = _user_home(tmp_path)
+    _user_home(tmp_path)
     cfg = _config(tmp_path, "../home")  # inside the story's folder, so the folder rule decides
     story = write_story(small_story(lora={"train": "project/train.yaml"}))
     monkeypatch.chdir(tmp_path)
@@ -217,7 +217,7 @@ def test_harness_run_refuses_a_story_whose_training_config_names_a_user_folder(
     code = harness_main(["run", str(story), "--out", str(tmp_path / "runs" / "x"), "--quiet", "--no-score"])
     assert code == 2 and time.monotonic() - t0 < 60
     err = _one_line(capsys)
-    assert str(cfg) in err and "data.prepared" in err
+    assert str(cfg) in err and "data.prepared" in err and "the harness made" in err
     assert snapshot(tmp_path) == before  # no run folder, no bundle, the home folder intact
 
 

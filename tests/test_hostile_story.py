@@ -625,7 +625,8 @@ ESCAPES = [
 def test_a_story_names_no_file_outside_its_folder(capsys, tmp_path, monkeypatch, good_lora, field, how):
     """lora.path and lora.train are refused in one line naming the story and the field, before
     anything is read from outside or written anywhere (the LoRA would be rendered and bundled)."""
-    from tests.hostile_helpers import snapshot as tree, tripped
+    from tests.hostile_helpers import snapshot as tree
+    from tests.hostile_helpers import tripped
 
     outside, work = _outside_and_work(tmp_path, good_lora)
     rel = "loras/style.safetensors" if field == "path" else "train.yaml"
@@ -661,6 +662,16 @@ def test_dot_dot_that_stays_inside_the_story_folder_is_allowed(capsys, tmp_path,
     (work / "..style.safetensors").write_bytes(good_lora)
     path = write(work / "story.yaml", story(lora={"path": "..style.safetensors"}))
     assert cli(capsys, "validate", path)[0] == 0
+    # a training config beside the story may take the story's own folder as its dataset
+    from harness.data.demo import write_demo_images
+
+    write_demo_images(work, count=2, with_bad=False)
+    (work / "cfg").mkdir()
+    cfg = {"base_model": "tiny", "data": {"source": "folder", "path": ".."}, "resolution": 64}
+    (work / "cfg" / "train.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    path = write(work / "story.yaml", story(lora={"train": "cfg/./train.yaml"}))
+    code, _, err, _ = cli(capsys, "validate", path)
+    assert code == 0, err
 
 
 def _chained(work: Path, outside: Path, where: str, value: str | None) -> Path:
@@ -707,7 +718,8 @@ def test_a_training_config_named_by_a_story_stays_inside_the_story_folder(
 ):
     """story -> training config -> dataset/prepared/model come from the same stranger: every path
     of the config stays inside the story's folder; refused naming the config and its field."""
-    from tests.hostile_helpers import snapshot as tree, tripped
+    from tests.hostile_helpers import snapshot as tree
+    from tests.hostile_helpers import tripped
 
     outside, work = _outside_and_work(tmp_path, good_lora)
     os.symlink(outside, work / "linked")

@@ -48,7 +48,14 @@ def check_name_part(what: str, value: str) -> str:
     return value
 
 
-def confined(root: str | Path, value: str, *, start: tuple[str, ...] = (), what: str = "the story's folder") -> Path:
+def confined(
+    root: str | Path,
+    value: str,
+    *,
+    start: tuple[str, ...] = (),
+    what: str = "the story's folder",
+    folder_ok: bool = False,
+) -> Path:
     """`root / start / value` for a path written in a story (or in a config a story names), or a
     ValueError saying why not.
 
@@ -57,6 +64,7 @@ def confined(root: str | Path, value: str, *, start: tuple[str, ...] = (), what:
     `root` (`a/../b` is fine, `../x` is not), and no component on the way is a symbolic link
     (checked with lstat, so the path the file system follows is the one checked). `start` is the
     folder, relative to `root`, that `value` is relative to (a training config's own folder).
+    `folder_ok`: `value` may name `root` itself (a dataset folder beside the story).
     """
     if not isinstance(value, str) or not value:
         raise ValueError("must be a relative path")
@@ -89,7 +97,7 @@ def confined(root: str | Path, value: str, *, start: tuple[str, ...] = (), what:
             raise ValueError(f"{here}: {e.strerror}") from None
         if stat.S_ISLNK(mode):
             raise ValueError(f"{here} is a symlink; paths in a story never pass through links")
-    if not stack:
+    if not stack and not folder_ok:
         raise ValueError(f"names {what} itself, not a file inside it")
     return root.joinpath(*stack)
 
@@ -291,9 +299,9 @@ def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
     The path is one the user typed, so a link to the story is followed; everything the story
     names is checked before any caller builds a path from it (team and name follow the bundle's
     naming rule; lora.path and lora.train stay inside the story's folder, and so do the paths of
-    the training config lora.train names). With `check_tokens`, every prompt and negative prompt is counted with the real
-    Kolors tokenizer and refused above Kolors' 256-token limit (the pipeline would silently
-    truncate).
+    the training config lora.train names). With `check_tokens`, every prompt and negative
+    prompt is counted with the real Kolors tokenizer and refused above Kolors' 256-token limit
+    (the pipeline would silently truncate).
     """
     from harness.config.yamlio import MAX_CONFIG_BYTES, loads_yaml
     from harness.safeio import read_bytes

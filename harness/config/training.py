@@ -238,7 +238,7 @@ def _check_inside(loaded: LoadedTrainingConfig, root: Path) -> None:
         fields.append((("base_model",), ref.location))
     for loc, value in fields:
         try:
-            confined(root, value, start=start, what=what)
+            confined(root, value, start=start, what=what, folder_ok=True)
         except ValueError as e:
             raise field_error(doc, loc, str(e)) from None
 
