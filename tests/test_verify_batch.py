@@ -85,3 +85,18 @@ def test_a_planted_ledger_link_is_replaced_not_written_through(tmp_path, demo_bu
     verify_all(root, rerun=False)
     assert victim.read_text() == "precious"
     assert not (root / LEDGER).is_symlink() and read_ledger(root)
+
+
+def test_two_verifies_of_one_bundle_at_once_leave_one_whole_verdict(tmp_path, demo_bundle):
+    """Two judges verifying the same bundle at the same moment: both finish, the verdict file is
+    one whole JSON document (atomic renames, random temp names), and no temp file is left."""
+    import subprocess
+    import sys
+
+    bundle = copy_bundle(demo_bundle, tmp_path / "subs")
+    cmd = [sys.executable, "-m", "harness.cli", "verify", str(bundle), "--no-rerun"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert json.loads((bundle / "verdict.json").read_text(encoding="utf-8"))["verdict"] == "pass"
+    assert not [n for n in os.listdir(bundle) if n.endswith(".tmp")]
