@@ -22,6 +22,21 @@ from harness.errors import HarnessError, first_line
 # twice its guard, so every caller's own cap, checked right after open, decides first.
 GUARD_PIXELS = 16384 * 16384
 Image.MAX_IMAGE_PIXELS = GUARD_PIXELS
+# PIL picks a decoder from the bytes, not the name, and some of its 40-odd formats run programs
+# (EPS runs Ghostscript on the file's PostScript). Untrusted files are decoded only as these.
+FORMATS = ("PNG", "JPEG", "WEBP")
+
+
+def _no_ghostscript() -> None:
+    """Belt and braces for any other code path in this process: PIL's EPS plugin finds no
+    Ghostscript to run (it would otherwise run `gs` on a team's PostScript)."""
+    from PIL import EpsImagePlugin
+
+    EpsImagePlugin.gs_binary = False
+    EpsImagePlugin.gs_windows_binary = False
+
+
+_no_ghostscript()
 
 
 @contextmanager
@@ -38,7 +53,7 @@ def open_untrusted(path: str | Path, max_pixels: int) -> Iterator[Image.Image]:
         with warnings.catch_warnings():
             # Only images over the guard warn, and the cap below refuses them all anyway.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path, formats=FORMATS) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise HarnessError(f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}")
@@ -48,6 +63,6 @@ def open_untrusted(path: str | Path, max_pixels: int) -> Iterator[Image.Image]:
     except Image.DecompressionBombError as e:
         raise HarnessError(f"refused as a decompression bomb ({first_line(e)})") from None
     except UnidentifiedImageError:
-        raise HarnessError("not an image") from None
+        raise HarnessError("not an image") from None  # or not one of FORMATS
     except (OSError, SyntaxError, ValueError) as e:  # truncated data, corrupt chunk, bad header
         raise HarnessError(f"unreadable or truncated image ({first_line(e)})") from None

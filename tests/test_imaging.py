@@ -92,3 +92,31 @@ def test_checks_from_several_threads_agree(pngs):
     for t in threads:
         t.join()
     assert results == [ImageCheck(True, *LARGE, "PNG")] * 6
+
+
+def test_postscript_tiff_and_bmp_named_png_are_not_decoded(tmp_path):
+    """PIL picks its decoder from the bytes: an EPS named .png would make it run Ghostscript on
+    the team's PostScript. Only PNG, JPEG and WebP are decoded, whatever the name."""
+    import io
+
+    from PIL import EpsImagePlugin, Image
+
+    from harness.errors import HarnessError
+    from harness.imaging import open_untrusted
+
+    marker = tmp_path / "ran"
+    eps = (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n"
+        + f"({marker}) (w) file closefile\n".encode()
+        + b"0 0 8 8 rectfill\nshowpage\n%%EOF\n"
+    )
+    tiff, bmp = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (8, 8)).save(tiff, "TIFF")
+    Image.new("RGB", (8, 8)).save(bmp, "BMP")  # another format PIL reads, named .png
+    for name, data in (("eps.png", eps), ("tiff.png", tiff.getvalue()), ("bmp.png", bmp.getvalue())):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(HarnessError, match="not an image"):
+            with open_untrusted(tmp_path / name, 64 * 64) as im:
+                im.load()
+    assert not marker.exists()
+    assert EpsImagePlugin.gs_binary is False  # no other code path in the process finds gs either
