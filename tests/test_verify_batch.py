@@ -100,3 +100,29 @@ def test_two_verifies_of_one_bundle_at_once_leave_one_whole_verdict(tmp_path, de
     assert [p.returncode for p in procs] == [0, 0], outs
     assert json.loads((bundle / "verdict.json").read_text(encoding="utf-8"))["verdict"] == "pass"
     assert not [n for n in os.listdir(bundle) if n.endswith(".tmp")]
+
+
+def test_a_bundle_with_20000_planted_links_keeps_the_verdict_and_ledger_small(tmp_path, demo_bundle):
+    """Each planted link or too-deep folder is a problem; a bundle can plant any number of them.
+    The walk stops at the file cap, a verdict keeps at most 50 lines, and the ledger keeps 5 per
+    bundle, so one bundle cannot make the judges' ledger unreadable for everyone."""
+    from harness.bundle.verify import MAX_PROBLEMS
+
+    root = tmp_path / "subs"
+    honest = copy_bundle(demo_bundle, root)
+    evil = copy_bundle(demo_bundle, tmp_path / "staging").rename(root / "evil")
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    links = evil / "links"
+    links.mkdir()
+    for i in range(20_000):
+        (links / f"{i:05d}-{'x' * 200}").symlink_to(target)
+    start = time.monotonic()
+    rows = verify_all(root, rerun=False)
+    assert time.monotonic() - start < 60
+    verdicts = {r.bundle: r.verdict for r in rows}
+    assert verdicts[honest]["verdict"] == "pass"
+    assert verdicts[evil]["verdict"] == "fail" and len(verdicts[evil]["problems"]) <= MAX_PROBLEMS
+    assert (evil / "verdict.json").stat().st_size < 100_000
+    assert (root / LEDGER).stat().st_size < 50_000
+    assert read_ledger(root)[honest.relative_to(root).as_posix()]["verdict"]["verdict"] == "pass"

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,6 +28,8 @@ LEDGER = ".verify-ledger.json"  # judge-side record for --all, outside every bun
 LOCK = ".verify-ledger.lock"
 DEFAULT_TIME_LIMIT = 1800.0  # seconds per bundle; a 50-step 1024 px re-render takes ~15 s on a GPU
 MAX_LEDGER_BYTES = 256 << 20
+LEDGER_PROBLEMS = 5  # problems kept per bundle in the ledger (the verdict file has them all)
+LEDGER_EVERY_S = 20.0  # the ledger is rewritten at most this often during a batch, and at its end
 _STALE_TMP = re.compile(r"\.verdict\.json\.[0-9a-f]{16}\.tmp")
 
 
@@ -127,9 +130,11 @@ def read_ledger(root: Path) -> dict[str, Any]:
 
 
 def write_ledger(root: Path, ledger: dict[str, Any]) -> None:
-    from harness.safeio import write_json
+    import json
 
-    write_json(Path(root) / LEDGER, ledger)
+    from harness.safeio import write_atomic
+
+    write_atomic(Path(root) / LEDGER, json.dumps(ledger, ensure_ascii=False, separators=(",", ":")))
 
 
 @contextlib.contextmanager
@@ -262,8 +267,21 @@ def _verify_one(
             digest = sha256_file(path, untrusted=True)
         except OSError:
             path = None
-    ledger[key] = {"digest": v.digest, "verdict_sha256": digest, "written": path is not None, "verdict": data}
+    ledger[key] = {
+        "digest": v.digest,
+        "verdict_sha256": digest,
+        "written": path is not None,
+        "verdict": _ledger_copy(data),
+    }
     return Row(bundle, data, False)
+
+
+def _ledger_copy(verdict: dict[str, Any]) -> dict[str, Any]:
+    """What the ledger keeps of a verdict: the summary and the first problems, so that the ledger
+    of thousands of bundles stays small whatever one bundle's verdict holds."""
+    kept = {k: v for k, v in verdict.items() if k not in ("checks", "notes", "problems")}
+    kept["problems"] = list(verdict.get("problems") or [])[:LEDGER_PROBLEMS]
+    return kept
 
 
 def verify_all(
@@ -296,6 +314,7 @@ def verify_all(
         ledger = read_ledger(root)
         bundles = find_bundles(root)
         bar = tqdm(bundles, desc="verifying", unit="bundle", disable=not progress or not bundles)
+        saved, failed = time.monotonic(), 0
         try:  # one Kolors for all re-renders (each bundle's LoRA swapped in), one set of scorers
             for b in bar:
                 bar.set_postfix_str(_shown(b.relative_to(root).as_posix()), refresh=True)
@@ -304,8 +323,11 @@ def verify_all(
                         root, b, ledger, force=force, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s
                     )
                 )
-                write_ledger(root, ledger)
-                failed = sum(r.verdict.get("verdict") != "pass" for r in rows)
+                if time.monotonic() - saved > LEDGER_EVERY_S:  # rewriting it per bundle is quadratic
+                    write_ledger(root, ledger)
+                    saved = time.monotonic()
+                if _failed(rows[-1]):
+                    failed += 1
                 bar.set_description(f"verifying ({failed} failed)" if failed else "verifying", refresh=False)
         finally:
             bar.close()
@@ -313,6 +335,10 @@ def verify_all(
             release_scoring_models()
             write_ledger(root, ledger)
     return rows
+
+
+def _failed(row: Row) -> bool:
+    return row.verdict.get("verdict") != "pass"
 
 
 def _shown(text: str, limit: int = 60) -> str:

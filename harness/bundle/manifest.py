@@ -109,6 +109,9 @@ def walk(root: Path) -> tuple[list[str], list[str]]:
         here = Path(dirpath)
         depth = len(here.relative_to(root).parts)
         for d in list(dirnames):
+            if len(files) + len(problems) > MAX_FILES:
+                problems.append(f"more than {MAX_FILES} files or folder problems (cap); stopped listing")
+                return sorted(files), problems
             if (here / d).is_symlink():
                 problems.append(f"{(here / d).relative_to(root).as_posix()}: symlinked folder (not allowed)")
                 dirnames.remove(d)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from harness.config.scoring import ScoringConfig
 
 OK, FAILED, SKIPPED, WARNING = "ok", "failed", "skipped", "warning"
+MAX_PROBLEMS = 50  # lines kept in one verdict
 MAX_JSON_DEPTH = 16  # prompts.json and run.json as the harness writes them are 3 levels deep
 # Base models a bundle may name (ALLOWED_BASES, from harness.score.reproduce): the real Kolors
 # and the built-in tiny one. `local:` paths are refused: a bundle must not make the judges'
@@ -74,7 +75,15 @@ class Verdict:
         return not self.problems and all(c.status != FAILED for c in self.checks)
 
     def add(self, name: str, problems: list[str], ok_detail: str = "") -> None:
-        self.problems += problems
+        """Record a check. A bundle chooses how many problems it has (200,000 planted links), so
+        the verdict keeps at most MAX_PROBLEMS lines of at most 300 characters, one per line."""
+        problems = [first_line(p) for p in problems]
+        room = MAX_PROBLEMS - len(self.problems)
+        kept = problems
+        if len(problems) > room:
+            kept = problems[: room - 1] + [f"{name}: {len(problems) - room + 1} more problems not listed"]
+            kept = kept if room > 0 else []
+        self.problems += kept
         self.checks.append(Check(name, FAILED if problems else OK, "; ".join(problems[:3]) or ok_detail))
 
     def to_json(self) -> dict[str, Any]:

@@ -128,8 +128,16 @@ class Document:
 def _scan_events(text: str, path: Path) -> None:
     """Bound depth and aliases on the event stream (PyYAML's parser is iterative; its composer
     and constructor recurse), so a deep or alias-heavy file is refused before either runs."""
-    depth = aliases = 0
+    depth = aliases = events = chars = 0
     for event in yaml.parse(text, Loader=_Loader):
+        events += 1
+        if isinstance(event, yaml.ScalarEvent):
+            chars += len(event.value)
+        if events > MAX_NODES * 2 + 8 or chars > MAX_SCALAR_CHARS:  # stop before composing it all
+            line = event.start_mark.line + 1
+            raise HarnessError(
+                f"{path}:{line}: more than {MAX_NODES} values or {MAX_SCALAR_CHARS} characters; not a config"
+            )
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
