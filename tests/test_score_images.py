@@ -75,3 +75,38 @@ def test_fewer_panels_than_required_is_invalid_with_the_count(tmp_path):
     assert not run.valid
     assert run.exit_code == 1
     assert "only 3 usable panels, 8 required" in " ".join(run.metrics["aesthetic"].notes)
+
+
+def test_score_never_follows_a_bundles_symlinked_images_folder_or_panel(tmp_path, capsys):
+    """`harness score BUNDLE` with images/ linked to a folder outside the bundle: exit 2 and one
+    line naming images/, nothing outside read (tripwire) and nothing anywhere written."""
+    from harness.cli import main
+    from tests.hostile_helpers import snapshot, tripped, tripwire
+
+    outside = tmp_path / "outside"
+    write_panels(outside, [noise_image(i) for i in range(8)])
+    wires = sorted(outside.iterdir())
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    (bundle / "images").symlink_to(outside, target_is_directory=True)
+    for w in wires:
+        tripwire(w)
+    before = snapshot(tmp_path)
+
+    assert main(["score", str(bundle), "--no-reproduce"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "images: is a symlink" in err, err
+    assert not any(tripped(w) for w in wires)
+    assert snapshot(tmp_path) == before
+
+    # a real images/ whose panel files are links outside: skipped unread, never scored
+    (bundle / "images").unlink()
+    (bundle / "images").mkdir()
+    for w in wires:
+        (bundle / "images" / w.name).symlink_to(w)
+        tripwire(w)
+    loaded = load_images(bundle, max_pixels=1 << 20)
+    assert loaded.panels == []
+    assert {s.reason for s in loaded.skipped} == {"not a regular file"} and len(loaded.skipped) == 8
+    assert not any(tripped(w) for w in wires)

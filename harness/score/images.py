@@ -12,6 +12,8 @@ At most MAX_FILES entries of a folder are looked at. Must not load models.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,8 +63,14 @@ def image_folder(path: Path) -> Path:
         raise HarnessError(f"{path}: no such folder")
     if not path.is_dir():
         raise HarnessError(f"{path}: not a folder (score a run folder or a folder of images)")
-    if (path / "manifest.json").is_file() and (path / "images").is_dir():
-        return path / "images"
+    images = path / "images"
+    if (path / "manifest.json").is_file() and os.path.lexists(images):
+        # a bundle is untrusted: its images/ must be the real folder, never a link to elsewhere
+        st = os.lstat(images)
+        if stat.S_ISLNK(st.st_mode):
+            raise HarnessError(f"{images}: is a symlink; the panels must be in the folder itself")
+        if stat.S_ISDIR(st.st_mode):
+            return images
     return path
 
 
@@ -104,8 +112,6 @@ def open_rgb(path: Path, max_pixels: int):
 
 def load_images(path: Path, *, max_pixels: int) -> ImageSet:
     """Load every usable image in the folder, in file-name order; the rest are listed as skipped."""
-    import os
-
     from harness.render.pngmeta import params_from_text
     from harness.safeio import read_bytes
 
