@@ -676,3 +676,30 @@ def test_a_reader_that_raises_on_one_bundle_costs_that_bundle_only(tmp_path, mon
     assert rows["alpha/s1"]["status"] == "valid" and rows["alpha/s1"]["rank"] == 1
     assert rows["bravo/s1"]["reason"] == "not indexed: nested too deeply to read"
     assert rows["charlie/s1"]["reason"] == "not indexed: KeyError: 'summary'"
+
+
+def test_a_bundle_one_level_up_cannot_rank_as_another_team(tmp_path):
+    """`<root>/zzz/manifest.json` claiming team datawhale: shown as team zzz, invalid, with a reason
+    naming the claim; the real datawhale row is untouched; an honest one-level bundle stays valid."""
+    import shutil
+
+    root = tmp_path / "subs"
+    synthetic.write(root, Spec("datawhale", "s1", 6.5))
+    b = synthetic.write(tmp_path / "tmp", Spec("datawhale", "s2", 9.9))
+    shutil.move(str(b), str(root / "zzz"))
+    b = synthetic.write(tmp_path / "tmp", Spec("solo", "s1", 7.5))
+    shutil.move(str(b), str(root / "solo"))
+    before = snapshot(tmp_path)
+
+    proc = cli("leaderboard", "build", "--submissions", str(root), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    rows = index_rows(root)
+    assert set(rows) == {"datawhale/s1", "zzz", "solo"}
+    assert rows["zzz"]["team"] == "zzz" and rows["zzz"]["status"] == "invalid"
+    assert "folder zzz holds the bundle of team datawhale" in rows["zzz"]["reason"]
+    assert [r["path"] for r in rows.values() if r["team"] == "datawhale"] == ["datawhale/s1"]
+    assert rows["solo"]["status"] == "valid" and rows["solo"]["team"] == "solo", rows["solo"]["reason"]
+    after = snapshot(tmp_path)
+    for name in INDEX_FILES:
+        after.pop(f"subs/{name}", None)
+    assert after == before

@@ -251,10 +251,16 @@ def read_entry(
         model_id=manifest.model_id,
         created=manifest.created,
     )
+    # The folder layout names the team (`<team>/<name>/` or `<team>/`): a manifest claiming
+    # another team or name is shown under the folder's name, so no one ranks as another team.
     if len(parts) == 2 and (manifest.team, manifest.name) != (parts[0], parts[1]):
         claimed = plain(manifest.team, CAPS["team"]) + "/" + plain(manifest.name, CAPS["name"])
         problems.insert(0, f"folder {key} holds the bundle of {claimed}")
-        entry.team, entry.name = parts  # shown under the folder's name: no one ranks as another team
+        entry.team, entry.name = parts
+    elif len(parts) == 1 and manifest.team != parts[0]:
+        claimed = plain(manifest.team, CAPS["team"])
+        problems.insert(0, f"folder {key} holds the bundle of team {claimed}")
+        entry.team = parts[0]
 
     scores, unscored_reason = read_claimed(bundle, intact)
     entry.panels = _panels(bundle, intact, scores)
