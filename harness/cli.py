@@ -14,17 +14,7 @@ import sys
 from pathlib import Path
 
 from harness import __version__
-from harness.errors import HarnessError
-
-MESSAGE_LIMIT = 1000
-
-
-def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    """`text` as one printable line: every character that is not printable (newlines, tabs,
-    control, format and separator characters other than the ASCII space) is written as its
-    Python escape (\\n, \\x1b, \\u202e), and the result is cut at `limit` characters."""
-    out = "".join(ch if ch == " " or ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
-    return out if len(out) <= limit else out[: limit - 1] + "…"
+from harness.errors import HarnessError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -197,7 +187,10 @@ def cmd_inspect(args) -> int:
     from harness.render.pngmeta import describe, read_params
 
     params = read_params(args.image)
-    print(json.dumps(params, ensure_ascii=False, indent=2) if args.json else describe(params))
+    if args.json:
+        print(json.dumps(params, ensure_ascii=True, indent=2))
+    else:  # the values come from the file: no terminal escape reaches the screen
+        print("\n".join(one_line(line) for line in describe(params).splitlines()))
     return 0
 
 

@@ -126,3 +126,26 @@ def test_a_bundle_with_20000_planted_links_keeps_the_verdict_and_ledger_small(tm
     assert (evil / "verdict.json").stat().st_size < 100_000
     assert (root / LEDGER).stat().st_size < 50_000
     assert read_ledger(root)[honest.relative_to(root).as_posix()]["verdict"]["verdict"] == "pass"
+
+
+def test_terminal_escapes_from_a_bundle_never_reach_the_judges_terminal(tmp_path, demo_bundle, capsys):
+    """A file name or an embedded prompt can carry escapes (clear the screen, print a fake PASS,
+    hide what follows); `verify` and `inspect` print them as visible escapes."""
+    from PIL import Image
+
+    from harness.cli import main
+    from harness.render.pngmeta import read_params, save_png
+
+    bundle = copy_bundle(demo_bundle, tmp_path / "subs")
+    (bundle / "\x1b[2J\x1b[H\nPASS: all checks ok\x1b[8m").write_text("x")
+    assert run_cli(["verify", str(bundle), "--no-rerun"]) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[2J" in out
+    assert not any(line.startswith("PASS") for line in out.splitlines())
+
+    params = read_params(bundle / "images" / "01.png")
+    params["prompt"] = "cat\n\x1b[2J\x1b[1;31mFAKE: verified by judges\x07"
+    save_png(Image.new("RGB", (8, 8)), tmp_path / "evil.png", params)
+    assert main(["inspect", str(tmp_path / "evil.png")]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "FAKE" in out

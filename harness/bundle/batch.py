@@ -342,9 +342,10 @@ def _failed(row: Row) -> bool:
 
 
 def _shown(text: str, limit: int = 60) -> str:
-    """A folder name as one printable line (a team picks its folder's name)."""
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """A folder name or verdict field as one printable line (a team picks them)."""
+    from harness.errors import one_line
+
+    return one_line(text, limit)
 
 
 def summary_table(rows: list[Row]) -> str:

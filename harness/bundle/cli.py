@@ -112,7 +112,7 @@ def _scoring(args):
 
 def cmd_verify(args) -> int:
     from harness.bundle.batch import DEFAULT_TIME_LIMIT, judge_one, summary_table, verify_all
-    from harness.errors import HarnessError
+    from harness.errors import HarnessError, one_line
 
     scoring = _scoring(args)
     limit = DEFAULT_TIME_LIMIT if args.time_limit is None else args.time_limit
@@ -138,14 +138,14 @@ def cmd_verify(args) -> int:
         raise HarnessError(f"{args.bundle}: no such bundle folder")
     verdict, path = judge_one(args.bundle, rerun=not args.no_rerun, scoring=scoring, time_limit_s=limit)
     if args.json:
-        print(json.dumps(verdict.to_json(), ensure_ascii=False, indent=2))
+        print(json.dumps(verdict.to_json(), ensure_ascii=True, indent=2))
     else:
         for c in verdict.checks:
-            print(f"{c.name:<17} {c.status:<8} {c.detail}")
+            print(one_line(f"{c.name:<17} {c.status:<8} {c.detail}"))
         for n in verdict.notes:
-            print(f"note: {n}")
+            print(one_line(f"note: {n}"))
         where = f"verdict in {path}" if path is not None else "verdict.json could not be written"
-        print(f"{'PASS' if verdict.passed else 'FAIL'}: {args.bundle} ({where})")
+        print(one_line(f"{'PASS' if verdict.passed else 'FAIL'}: {args.bundle} ({where})"))
     return 0 if verdict.passed else 1
 
 
