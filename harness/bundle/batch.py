@@ -297,7 +297,8 @@ def verify_all(
 
     A bundle is skipped when the judges' ledger (`root/.verify-ledger.json`, outside every
     bundle) records the same digest and the verdict.json it wrote is unchanged, unless `force`.
-    The ledger is written after every bundle, so a batch killed midway resumes where it stopped.
+    The ledger is written at least every LEDGER_EVERY_S seconds and at the end, so a batch killed
+    midway resumes close to where it stopped (rewriting it per bundle was quadratic).
     `progress`: a bar on stderr naming the bundle being verified and counting the failures.
     `time_limit_s`: per bundle; past it the bundle is a failed row (None or 0: no limit).
     """
