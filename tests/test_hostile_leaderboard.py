@@ -471,6 +471,19 @@ def _request(url: str, data: bytes | None = None, method: str | None = None, hea
         return e.code, dict(e.headers), e.read()
 
 
+def _status_no_redirect(url: str) -> int:
+    """The status of a GET, a redirect reported rather than followed."""
+    import http.client
+
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="module")
 def served(hostile, tmp_path_factory):
     """`harness leaderboard serve` over the hostile index, on 127.0.0.1, temp files in tmp."""
@@ -577,7 +590,19 @@ def test_the_board_refuses_uploads_and_other_writes_and_stores_nothing(served):
     client = Client(url, verbose=False)
     assert client.predict("anonymous " * 100, False, 0.0, api_name="/rows") == []
     assert _request(f"{url}gradio_api/deep_link?session_hash={client.session_hash}")[0] == 403
-    assert _request(f"{url}gradio_api/file=http://evil.example/x.png")[0] == 403  # not a redirect
+    # Gradio redirects `file=<url>` and the deprecated `file/<url>` to any URL: refused, never a 30x
+    for route in [
+        "gradio_api/file=http://evil.example/x.png",
+        "gradio_api/file/http://evil.example/x.png",
+        "gradio_api/file/https://evil.example/x.png",
+        "gradio_api/file/http%3A%2F%2Fevil.example/x.png",
+        "gradio_api/file/HTTPS:/evil.example/x.png",
+        "gradio_api/file=//evil.example/x.png",
+        "gradio_api/file///evil.example/x.png",
+        "gradio_api/file/%5C%5Cevil.example/x.png",
+        "gradio_api/file/javascript:alert(1)",
+    ]:
+        assert _status_no_redirect(url + route) == 403, route
     # while the board's own API works through the same door
     payload = json.dumps({"data": ["", False, 0.0]}).encode()
     status, _, answer = _request(

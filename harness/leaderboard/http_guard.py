@@ -36,7 +36,11 @@ CSP = (
     "object-src 'none'; base-uri 'self'; form-action 'self'"
 )
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-_REFUSED_READS = re.compile(r"/gradio_api/(?:deep_link/?$|file=[A-Za-z][A-Za-z0-9+.\-]*:)")
+# Gradio redirects `file=<url>` and its deprecated twin `file/<url>` to any http(s) URL (an open
+# redirect); any scheme, `//host` or a backslash form is refused on both, before Gradio sees it.
+_REFUSED_READS = re.compile(
+    r"/gradio_api/(?:deep_link/?$|file(?:=|/+)\s*(?:[A-Za-z][A-Za-z0-9+.\-]*:|[/\\]{2}|\\))"
+)
 _WRITE_ROUTES = re.compile(r"/gradio_api/(?:queue/join|(?:call|run|api)/[A-Za-z0-9_\-]+|cancel|reset)/?$")
 # <script ... src="https://..."> ... </script> and <link ... href="//..."> (any other host)
 _REMOTE_TAG = re.compile(
