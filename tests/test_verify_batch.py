@@ -149,3 +149,19 @@ def test_terminal_escapes_from_a_bundle_never_reach_the_judges_terminal(tmp_path
     assert main(["inspect", str(tmp_path / "evil.png")]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "FAKE" in out
+
+
+def test_a_team_folder_with_too_many_entries_costs_bounded_time(tmp_path, demo_bundle, capsys):
+    from harness.bundle.batch import MAX_ENTRIES
+
+    root = tmp_path / "subs"
+    honest = copy_bundle(demo_bundle, root)
+    spam = root / "spam"
+    spam.mkdir()
+    for i in range(MAX_ENTRIES + 50):
+        (spam / f"b{i:06d}").mkdir()
+    start = time.monotonic()
+    rows = verify_all(root, rerun=False)
+    assert time.monotonic() - start < 60
+    assert [r.bundle for r in rows] == [honest] and rows[0].verdict["verdict"] == "pass"
+    assert f"spam: more than {MAX_ENTRIES} entries; the rest were not judged" in capsys.readouterr().err

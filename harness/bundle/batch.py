@@ -14,6 +14,7 @@ import errno
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -85,15 +86,32 @@ def write_verdict(bundle: Path, verdict: Verdict) -> Path:
     return write_json(Path(bundle) / mf.VERDICT, verdict.to_json())
 
 
-def find_bundles(root: Path) -> list[Path]:
-    """Folders under `root` (at most two levels: <team>/<name>) that hold a manifest.json."""
+MAX_ENTRIES = 10_000  # entries read from one folder of the root (a team has a few bundles)
+
+
+def find_bundles(root: Path, problems: list[str] | None = None) -> list[Path]:
+    """Folders under `root` (at most two levels: <team>/<name>) that hold a manifest.json.
+
+    At most MAX_ENTRIES entries are read from any one folder, so a team folder holding millions
+    of entries costs a bounded time; what was not read is named in `problems`."""
 
     def folders(parent: Path) -> list[Path]:
+        found: list[Path] = []
         try:
-            entries = sorted(parent.iterdir())
+            with os.scandir(parent) as it:
+                for n, entry in enumerate(it):
+                    if n >= MAX_ENTRIES:
+                        if problems is not None:
+                            problems.append(
+                                f"{_shown(parent.relative_to(root).as_posix() or '.')}: more than "
+                                f"{MAX_ENTRIES} entries; the rest were not judged"
+                            )
+                        break
+                    if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                        found.append(Path(entry.path))
         except OSError:
             return []
-        return [p for p in entries if not p.name.startswith(".") and p.is_dir() and not p.is_symlink()]
+        return sorted(found)
 
     found = []
     for team in folders(root):
@@ -313,7 +331,10 @@ def verify_all(
     rows: list[Row] = []
     with ledger_lock(root):
         ledger = read_ledger(root)
-        bundles = find_bundles(root)
+        unlisted: list[str] = []
+        bundles = find_bundles(root, unlisted)
+        for line in unlisted:
+            print(f"harness: warning: {line}", file=sys.stderr)
         bar = tqdm(bundles, desc="verifying", unit="bundle", disable=not progress or not bundles)
         saved, failed = time.monotonic(), 0
         try:  # one Kolors for all re-renders (each bundle's LoRA swapped in), one set of scorers
