@@ -194,9 +194,35 @@ def test_panels_option_naming_a_missing_panel(capsys, tmp_path, write_story):
     expect_refused(capsys, tmp_path, path, "--panels", "not a panel number", extra=("--panels", "one"))
 
 
-def test_local_model_folder_must_exist(capsys, tmp_path, write_story):
+def test_local_model_folder_must_exist(capsys, tmp_path, write_story, monkeypatch):
+    monkeypatch.setenv("HARNESS_MODEL_ROOTS", str(tmp_path))
     path = write_story(small_story(base_model=f"local:{tmp_path / 'nowhere'}"))
     expect_refused(capsys, tmp_path, path, "not a diffusers-layout folder")
+
+
+def test_a_story_names_a_local_model_only_in_a_folder_the_user_allowed(
+    capsys, tmp_path, write_story, tiny_model_dir, monkeypatch
+):
+    """A story from a stranger must not make the harness load (and hash) a folder it picks: a
+    `local:` model is refused unless it lies in the cache or in $HARNESS_MODEL_ROOTS."""
+    import shutil
+
+    elsewhere = tmp_path / "elsewhere" / "kolors"
+    shutil.copytree(tiny_model_dir, elsewhere)
+    monkeypatch.delenv("HARNESS_MODEL_ROOTS", raising=False)
+    for ref, needle in (
+        (f"local:{elsewhere}", "not in a folder you allowed for models"),
+        ("local:elsewhere/kolors", "needs an absolute path"),
+        (f"local:{tmp_path}/../{tmp_path.name}/elsewhere/kolors", "not in a folder you allowed"),
+    ):
+        line = expect_refused(capsys, tmp_path, write_story(small_story(base_model=ref)), needle)
+        assert "base_model" in line
+    (tmp_path / "link").symlink_to(elsewhere)
+    monkeypatch.setenv("HARNESS_MODEL_ROOTS", str(tmp_path / "allowed"))
+    expect_refused(capsys, tmp_path, write_story(small_story(base_model=f"local:{tmp_path}/link")), "allowed")
+    monkeypatch.setenv("HARNESS_MODEL_ROOTS", str(tmp_path / "elsewhere"))
+    code, out, err = run_cli(capsys, "validate", write_story(small_story(base_model=f"local:{elsewhere}")))
+    assert code == 0, err
 
 
 def test_non_empty_foreign_folder_is_not_overwritten(capsys, tmp_path, write_story):

@@ -293,6 +293,40 @@ def _is_file(doc: Document, loc: tuple[str, ...], path: Path) -> bool:
         raise field_error(doc, loc, f"{path}: {e.strerror}") from None
 
 
+MODEL_ROOTS_ENV = "HARNESS_MODEL_ROOTS"
+
+
+def model_roots() -> list[Path]:
+    """Folders a story may name a `local:` model in: the harness cache, and the folders the user
+    lists in $HARNESS_MODEL_ROOTS (separated by os.pathsep). The environment is the user's."""
+    from harness.paths import cache_dir
+
+    listed = [p for p in os.environ.get(MODEL_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    return [Path(os.path.abspath(cache_dir()))] + [
+        Path(os.path.abspath(os.path.expanduser(p))) for p in listed
+    ]
+
+
+def _check_local_model(doc: Document, base_model: str) -> None:
+    """A story comes from anyone: its `local:` model must be a folder the user allowed, so that a
+    stranger's story cannot make the harness load and hash a folder of its choosing."""
+    ref = parse_ref(base_model)
+    if ref.source != "local":
+        return
+    where = Path(os.path.expanduser(ref.location))
+    if not where.is_absolute():
+        why = f"local: needs an absolute path under ${MODEL_ROOTS_ENV} (got {ref.location!r})"
+        raise field_error(doc, ("base_model",), why)
+    real = Path(os.path.realpath(where))  # where it really is, links resolved, must be allowed
+    if not any(real == r or r in real.parents for r in (Path(os.path.realpath(x)) for x in model_roots())):
+        raise field_error(
+            doc,
+            ("base_model",),
+            f"{where} is not in a folder you allowed for models: add its folder to ${MODEL_ROOTS_ENV} "
+            "(a story may come from anyone, so it cannot pick a folder for you)",
+        )
+
+
 def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
     """Read and validate a story file; any problem raises one HarnessError line.
 
@@ -316,6 +350,7 @@ def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
     expect_kind(doc, "story")
     story = parse_model(doc, Story)
     loaded = LoadedStory(story, doc, source)
+    _check_local_model(doc, story.base_model)
     lora = loaded.lora_path
     if lora is not None:
         if not _is_file(doc, ("lora", "path"), lora):
