@@ -417,3 +417,111 @@ def test_a_second_verify_all_refuses_and_a_killed_one_resumes_to_the_same_verdic
     assert verdicts[0]["verdict"] == "pass" and verdicts[0]["reproducibility"] == "exact"
     assert verdicts[0]["scored_pixels"] == "re-rendered"
     assert not [p for p in root.rglob("*.tmp")]
+
+
+# --- the panels' render settings are the story's --------------------------------------------------
+
+
+def test_panels_rendered_with_other_settings_than_the_bundled_story_fail_verify(tmp_path, demo_bundle):
+    """A team renders with 2 steps and guidance 7.5 (its own, truly rendered, self-consistent
+    panels) but bundles the story that says 4 steps and guidance 4.0: verify fails with one line
+    per panel naming the first differing setting, before any re-render; the honest bundle passes."""
+    import yaml
+
+    from harness.config.story import load_story
+    from harness.render.run import render_story
+
+    honest = copy_bundle(demo_bundle, tmp_path / "honest")
+    v = verify_bundle(honest, rerun=False)
+    assert v.passed, v.problems
+
+    bundle = copy_bundle(demo_bundle, tmp_path / "subs")
+    story = yaml.safe_load((bundle / "story.yaml").read_text(encoding="utf-8"))
+    lora = next((bundle / "lora").glob("*.safetensors"))
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(lora, src / lora.name)
+    story["lora"] = {"path": lora.name, "scale": story["lora"]["scale"]}
+    story["sampling"] = {**story["sampling"], "steps": 2, "guidance": 7.5}
+    (src / "story.yaml").write_text(
+        yaml.safe_dump(story, allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )
+    render_story(load_story(src / "story.yaml"), src / "run", progress=False)
+    for png in sorted((src / "run" / "images").glob("*.png")):
+        shutil.copy(png, bundle / "images" / png.name)
+    reforge(bundle)
+
+    v = verify_bundle(bundle, rerun=False)
+    panels = [p for p in v.problems if p.startswith("images/")]
+    assert panels == [
+        f"images/{i:02d}.png: embedded steps differs from story.yaml (panel {i})" for i in range(1, 9)
+    ], v.problems
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("guidance", 9.0),
+        ("width", 128),
+        ("height", 128),
+        ("scheduler", "dpm"),
+        ("negative_prompt", ""),
+        ("steps", True),
+        ("lora.scale", 2.0),
+        ("lora.scale", None),
+    ],
+)
+def test_each_embedded_render_setting_is_held_to_the_story(tmp_path, demo_bundle, field, value):
+    bundle = copy_bundle(demo_bundle, tmp_path / "subs")
+    png = bundle / "images" / "03.png"
+    params = read_params(png)
+    if field == "lora.scale":
+        params["lora"] = None if value is None else {**params["lora"], "scale": value}
+    else:
+        params[field] = value
+    save_png(Image.open(png).convert("RGB"), png, params)
+    reforge(bundle)
+    v = verify_bundle(bundle, rerun=False)
+    assert v.problems == [f"images/03.png: embedded {field} differs from story.yaml (panel 3)"], v.problems
+
+
+# --- a bundle's folder names its team ------------------------------------------------------------
+
+
+def test_verify_all_holds_the_manifest_to_the_folder_it_sits_in(tmp_path, demo_bundle):
+    """`<root>/<team>/<name>/` must hold the manifest of team/name and `<root>/<team>/` one of that
+    team: a bundle moved one level up, or under another team's or name's folder, fails in one line
+    naming the folder and the claim; the honest one passes and nothing outside the root changes."""
+    from harness.bundle.batch import verify_all
+
+    team, name = demo_bundle.parent.name, demo_bundle.name
+    root = tmp_path / "subs"
+    copy_bundle(demo_bundle, root)
+    shutil.copytree(demo_bundle, root / "zzz", symlinks=True)  # one level up, another team's folder
+    shutil.copytree(demo_bundle, root / team / "other", symlinks=True)
+    shutil.copytree(demo_bundle, root / "thief" / name, symlinks=True)
+    shutil.copytree(demo_bundle, tmp_path / "solo" / team, symlinks=True)  # one level, its own team
+    outside = tmp_path / "outside.txt"
+    outside.write_text("x")
+    before = snapshot(tmp_path)
+
+    rows = {r.bundle.relative_to(root).as_posix(): r.verdict for r in verify_all(root, rerun=False)}
+    claim = f"{team}/{name}"
+    assert {k: v["verdict"] for k, v in rows.items()} == {
+        f"{team}/{name}": "pass",
+        "zzz": "fail",
+        f"{team}/other": "fail",
+        f"thief/{name}": "fail",
+    }, {k: v["problems"] for k, v in rows.items()}
+    assert rows["zzz"]["problems"] == [f"folder zzz holds the bundle of {claim}"]
+    assert rows[f"{team}/other"]["problems"] == [f"folder {team}/other holds the bundle of {claim}"]
+    assert rows[f"thief/{name}"]["problems"] == [f"folder thief/{name} holds the bundle of {claim}"]
+    (solo,) = verify_all(tmp_path / "solo", rerun=False)
+    assert solo.verdict["verdict"] == "pass", solo.verdict["problems"]
+    # only the judges' own files were written: verdicts and the ledger
+    after = changed(before, snapshot(tmp_path))
+    assert after and all(
+        p.endswith(("verdict.json", LEDGER, LOCK)) or p.startswith("subs/.") or p.startswith("solo/.")
+        for p in after
+    ), sorted(after)
+    assert not any(p.startswith("outside") for p in after)

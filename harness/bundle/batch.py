@@ -187,11 +187,13 @@ class Row:
     skipped: bool
 
 
-def _guarded_verdict(bundle: Path, *, rerun: bool, scoring, time_limit_s: float | None) -> Verdict:
+def _guarded_verdict(
+    bundle: Path, *, rerun: bool, scoring, time_limit_s: float | None, expected=None
+) -> Verdict:
     """verify_bundle under the time limit; whatever goes wrong becomes the verdict's reason."""
     try:
         with time_limit(time_limit_s):
-            return verify_bundle(bundle, rerun=rerun, scoring=scoring)
+            return verify_bundle(bundle, rerun=rerun, scoring=scoring, expected=expected)
     except BundleTimeout:
         from harness.models.loader import release_pipeline
         from harness.score.models import release_scoring_models
@@ -226,6 +228,7 @@ def judge_one(
     rerun: bool = True,
     scoring=None,
     time_limit_s: float | None = DEFAULT_TIME_LIMIT,
+    expected: tuple[str, str | None] | None = None,
 ) -> tuple[Verdict, Path | None]:
     """Judge one bundle: clear stale temps, verify under the guard, write verdict.json safely.
 
@@ -234,7 +237,7 @@ def judge_one(
     reason and is still returned, so the caller can record it in the ledger.
     """
     clear_stale_temps(bundle)
-    v = _guarded_verdict(bundle, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s)
+    v = _guarded_verdict(bundle, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s, expected=expected)
     try:
         return v, write_verdict(bundle, v)
     except HarnessError as e:
@@ -277,7 +280,9 @@ def _verify_one(
             recorded = None
         if recorded is not None:
             return Row(bundle, recorded, True)
-    v, path = judge_one(bundle, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s)
+    parts = key.split("/")  # the folder layout names the team (and the name): the manifest must agree
+    expected = (parts[0], parts[1] if len(parts) == 2 else None)
+    v, path = judge_one(bundle, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s, expected=expected)
     data = v.to_json()
     digest = None
     if path is not None:

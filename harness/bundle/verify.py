@@ -185,6 +185,36 @@ def _story_checks(bundle: Path, v: Verdict, listed: set[str]):
     return story
 
 
+def _same(got: Any, want: Any) -> bool:
+    """Equal and of the same kind (JSON `true` is not the number 1; 4 and 4.0 are one guidance)."""
+    if isinstance(got, bool) or isinstance(want, bool):
+        return got is want
+    if isinstance(want, (int, float)):
+        return isinstance(got, (int, float)) and got == want
+    return type(got) is type(want) and got == want
+
+
+def _first_render_difference(params: dict[str, Any], story, index: int) -> str | None:
+    """The first render setting a panel embeds that is not the story's, or None.
+
+    The judges' re-render takes these settings from the panel itself, so each must be the
+    story's: sampling (steps, guidance, size, scheduler), the panel's negative prompt, and the
+    LoRA scale (`lora.scale`; no LoRA embedded when the story names none)."""
+    want: dict[str, Any] = {
+        "negative_prompt": story.negative_for(index),
+        **story.sampling.model_dump(mode="json"),
+    }
+    for key in ("negative_prompt", "steps", "guidance", "width", "height", "scheduler"):
+        if not _same(params.get(key), want[key]):
+            return key
+    lora = params.get("lora")
+    if story.lora is None:
+        return None if lora is None else "lora"
+    if not isinstance(lora, dict) or not _same(lora.get("scale"), story.lora.scale):
+        return "lora.scale"
+    return None
+
+
 def _content_checks(bundle: Path, v: Verdict, intact: dict[str, str], story, manifest) -> dict[str, Path]:
     """Open intact images and LoRA files safely; returns {sha256: path} of the sound LoRA files."""
     from harness.bundle.content import check_image
@@ -214,6 +244,10 @@ def _content_checks(bundle: Path, v: Verdict, intact: dict[str, str], story, man
                 continue
             if params.get("prompt") != panel.prompt or params.get("seed") != panel.seed:
                 image_problems.append(f"{rel}: embedded prompt or seed differ from panel {i} of {STORY}")
+            else:
+                differs = _first_render_difference(params, story, i - 1)
+                if differs is not None:
+                    image_problems.append(f"{rel}: embedded {differs} differs from {STORY} (panel {i})")
             if not _allowed_base((params.get("model") or {}).get("ref")):
                 image_problems.append(
                     f"{rel}: embedded base model {(params.get('model') or {}).get('ref')!r} is not allowed"
@@ -313,10 +347,13 @@ def verify_bundle(
     *,
     rerun: bool = True,
     scoring: "ScoringConfig | None" = None,
+    expected: tuple[str, str | None] | None = None,
 ) -> Verdict:
     """Check one bundle (see module docstring) and return its verdict; writes nothing.
 
-    Raises HarnessError only when `bundle` is not a folder at all.
+    `expected`: the (team, name) its place in a folder of bundles gives it (`<team>/<name>/`),
+    or (team, None) for a bundle directly in `<team>/`; the manifest must claim the same, so no
+    bundle passes as another team's. Raises HarnessError only when `bundle` is not a folder at all.
     """
     bundle = Path(bundle)
     if bundle.is_symlink():
@@ -350,6 +387,11 @@ def verify_bundle(
         )
     except HarnessError as e:
         naming = [str(e)]
+    if expected is not None:
+        team, name = expected
+        if manifest.team != team or (name is not None and manifest.name != name):
+            folder = team if name is None else f"{team}/{name}"
+            naming.insert(0, f"folder {folder} holds the bundle of {manifest.team}/{manifest.name}")
     v.add("manifest", naming, manifest.model_id)
 
     problems, actual, intact_count = mf.check_files(bundle, manifest)
