@@ -329,11 +329,35 @@ def _verify_all(root: Path, tmp: Path, rerun: bool, **kw) -> subprocess.Complete
     return subprocess.run(args, cwd=tmp, capture_output=True, text=True, timeout=CLI_TIMEOUT, **kw)
 
 
+def as_team(bundle: Path, team: str) -> Path:
+    """The bundle re-labelled as `team`'s (manifest, model id, story.yaml), consistently forged, so
+    it may sit in `<root>/<team>/` (a bundle's folder names its team)."""
+    import re
+
+    from harness.bundle import manifest as mf
+    from harness.bundle.naming import parse_model_id
+
+    story = bundle / "story.yaml"
+    text = story.read_text(encoding="utf-8")
+    story.write_text(re.sub(r"(?m)^team: .*$", f"team: {team}", text, count=1), encoding="utf-8")
+    data = json.loads((bundle / mf.MANIFEST).read_text(encoding="utf-8"))
+    mid = parse_model_id(data["model_id"])
+    data["team"] = team
+    data["model_id"] = (
+        data["model_id"].split("/")[0]
+        + "/"
+        + data["model_id"].split("/")[1].replace(f"{mid.team}-", f"{team}-", 1)
+    )
+    (bundle / mf.MANIFEST).write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    rehash(bundle)
+    return bundle
+
+
 @pytest.mark.parametrize("case, build, expected, rerun", CASES, ids=[c[0] for c in CASES])
 def test_one_hostile_bundle_is_one_failed_row(tmp_path, demo_bundle, case, build, expected, rerun):
     root = tmp_path / "subs"
     honest = copy_bundle(demo_bundle, root)
-    hostile = copy_bundle(demo_bundle, tmp_path / "staging").rename(root / "zz-evil")
+    hostile = as_team(copy_bundle(demo_bundle, tmp_path / "staging"), "zz-evil").rename(root / "zz-evil")
     outside = tmp_path / "outside"
     outside.mkdir()
     build(hostile, outside)
@@ -382,7 +406,7 @@ def test_a_second_verify_all_refuses_and_a_killed_one_resumes_to_the_same_verdic
     root = tmp_path / "subs"
     root.mkdir()
     for team in ("a", "b", "c"):
-        copy_bundle(demo_bundle, tmp_path / "staging" / team).rename(root / team)
+        as_team(copy_bundle(demo_bundle, tmp_path / "staging" / team), team).rename(root / team)
     (tmp_path / "scoring.yaml").write_text(SCORING_YAML, encoding="utf-8")
     args = [sys.executable, "-m", "harness.cli", "verify", "--all", str(root), "--quiet"]
     args += ["--scoring", str(tmp_path / "scoring.yaml")]
@@ -397,9 +421,14 @@ def test_a_second_verify_all_refuses_and_a_killed_one_resumes_to_the_same_verdic
         assert second.stderr.strip().splitlines() == [
             f"harness: error: {root}: another `harness verify --all` is running on this folder"
         ]
-        while len(_ledger_keys(root)) < 1 and first.poll() is None and time.monotonic() < deadline:
+
+        # the ledger is rewritten at most every 20 s: the verdicts show how far the batch got
+        def judged() -> int:
+            return sum((root / t / "verdict.json").exists() for t in "abc")
+
+        while judged() < 1 and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert first.poll() is None and len(_ledger_keys(root)) < 3, "nothing left to interrupt"
+        assert first.poll() is None and judged() < 3, "nothing left to interrupt"
         first.send_signal(signal.SIGKILL)
     finally:
         first.kill()
