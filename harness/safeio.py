@@ -236,6 +236,10 @@ def write_json(path: str | Path, obj: Any) -> Path:
         text = json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False)
     except ValueError:
         text = json.dumps(_finite(obj), ensure_ascii=False, indent=2, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a folder name that is not UTF-8 (a lone surrogate): \udcff escapes
+        text = json.dumps(json.loads(text), ensure_ascii=True, indent=2)
     return write_atomic(path, text + "\n")
 
 

@@ -209,3 +209,19 @@ def test_a_changed_lora_is_not_bundled(tmp_path, demo_run):
     (run / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(HarnessError, match="not found unchanged"):
         write_bundle(run, out_root=tmp_path / "subs")
+
+
+def test_a_symlinked_lora_folder_in_a_run_is_never_shipped(tmp_path, demo_run, capsys):
+    """A run folder whose lora/ links to another project's folder would bundle (for public upload)
+    whatever LoRA lies there; refused in one line, nothing bundled (red team, round 2)."""
+    run = tmp_path / "run"
+    shutil.copytree(demo_run, run, symlinks=True)
+    secret = tmp_path / "other-project" / "lora"
+    secret.mkdir(parents=True)
+    shutil.copyfile(next((demo_run.parent / "loras").glob("*.safetensors")), secret / "UNRELEASED.safetensors")
+    shutil.rmtree(run / "lora", ignore_errors=True)
+    (run / "lora").symlink_to(secret)
+    assert run_cli(["bundle", str(run), "--out", str(tmp_path / "subs"), "--namespace", "ns"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lora: is a symlink" in err[0], err
+    assert not (tmp_path / "subs").exists() or not any((tmp_path / "subs").rglob("UNRELEASED*"))

@@ -709,6 +709,9 @@ CHAIN = [
     ("default prepared through a link", "prepared", None),
     ("local base model absolute", "base_model", "{outside}/model"),
     ("local base model dot-dot", "base_model", "../../outside/model"),
+    # a model folder shipped beside the story is refused too: it is hashed whole, and a link in it
+    # (weights.bin -> /dev/zero) made `run` spin forever (red team, round 2)
+    ("local base model inside the story's folder", "base_model", "model"),
 ]
 
 

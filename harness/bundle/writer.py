@@ -100,8 +100,15 @@ def _collect_loras(run_dir: Path, run: dict[str, Any], story, extra: list[Path])
     if used is not None:
         files.append(used)
     trained = run_dir / LORA_DIR  # the training stage may leave its formats here
+    if trained.is_symlink():  # it would ship whatever folder it points at, for public upload
+        raise HarnessError(f"{trained}: is a symlink; a run folder's lora/ must be its own folder")
     if trained.is_dir():
-        files += sorted(p for p in trained.iterdir() if p.is_file() and p.suffix.lower() in mf.LORA_EXT)
+        for entry in sorted(os.scandir(trained), key=lambda e: e.name):
+            if Path(entry.name).suffix.lower() not in mf.LORA_EXT:
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                raise HarnessError(f"{trained / entry.name}: is not a plain file (a link?); not bundled")
+            files.append(Path(entry.path))
     for p in extra:
         p = Path(p)
         if not p.is_file():
@@ -138,6 +145,8 @@ def _check_run(run_dir: Path) -> dict[str, Any]:
             f"{run_dir}: the run is {run.get('status')!r}, not complete; render every panel first"
         )
     for p in run.get("panels", []):
+        if mf.unsafe_path_reason(p.get("file")) is not None:
+            raise HarnessError(f"{run_dir}: manifest.json names panel file {p.get('file')!r} outside the run")
         f = run_dir / p["file"]
         if not f.is_file() or sha256_file(f) != p.get("sha256"):
             raise HarnessError(f"{f}: missing or changed since it was rendered; render again")

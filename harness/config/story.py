@@ -307,7 +307,7 @@ def model_roots() -> list[Path]:
     ]
 
 
-def _check_local_model(doc: Document, base_model: str) -> None:
+def check_local_model(doc: Document, base_model: str) -> None:
     """A story comes from anyone: its `local:` model must be a folder the user allowed, so that a
     stranger's story cannot make the harness load and hash a folder of its choosing."""
     ref = parse_ref(base_model)
@@ -350,7 +350,7 @@ def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
     expect_kind(doc, "story")
     story = parse_model(doc, Story)
     loaded = LoadedStory(story, doc, source)
-    _check_local_model(doc, story.base_model)
+    check_local_model(doc, story.base_model)
     lora = loaded.lora_path
     if lora is not None:
         if not _is_file(doc, ("lora", "path"), lora):

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from harness.config.story import MAX_SEED, StrictModel, confined
+from harness.config.story import MAX_SEED, StrictModel, check_local_model, confined
 from harness.config.text import optional_text, path_text, required_text
 from harness.config.yamlio import Document, expect_kind, field_error, parse_model, read_yaml
 from harness.errors import HarnessError
@@ -233,9 +233,9 @@ def _check_inside(loaded: LoadedTrainingConfig, root: Path) -> None:
     # the default prepared folder too: a link named `prepared` in the story's folder is refused
     prepared = cfg.data.prepared or f"prepared/{loaded.path.stem}"
     fields.append((("data", "prepared"), prepared))
-    ref = parse_ref(cfg.base_model)
-    if ref.source == "local":
-        fields.append((("base_model",), ref.location))
+    # a model folder is loaded and hashed whole: one the stranger ships beside the story could
+    # hold links to anything (/dev/zero), so it must be in a folder the user allowed, as for a story
+    check_local_model(doc, cfg.base_model)
     for loc, value in fields:
         try:
             confined(root, value, start=start, what=what, folder_ok=True)
