@@ -165,3 +165,34 @@ def test_a_team_folder_with_too_many_entries_costs_bounded_time(tmp_path, demo_b
     assert time.monotonic() - start < 60
     assert [r.bundle for r in rows] == [honest] and rows[0].verdict["verdict"] == "pass"
     assert f"spam: more than {MAX_ENTRIES} entries; the rest were not judged" in capsys.readouterr().err
+
+
+def test_a_quick_no_rerun_pass_never_stands_in_for_a_full_verify(tmp_path, demo_bundle):
+    """The ledger records the judge settings: a bundle passed by `--no-rerun` is re-rendered and
+    re-scored by the next full run, never skipped as unchanged (red team, round 2)."""
+    root = tmp_path / "subs"
+    copy_bundle(demo_bundle, root)
+    assert verify_all(root, rerun=False)[0].verdict["gate"] == "skipped"
+    scoring = tiny_config(scorers=["aesthetic"], reproduce=True).model_copy(update={"threshold": -1.0})
+    full = verify_all(root, scoring=scoring)[0]
+    assert not full.skipped and full.verdict["gate"] == "pass" and full.verdict["reproducibility"] == "exact"
+    assert verify_all(root, scoring=scoring)[0].skipped  # same settings, unchanged: skipped
+    stricter = scoring.model_copy(update={"threshold": 6.0})
+    again = verify_all(root, scoring=stricter)[0]
+    assert not again.skipped and again.verdict["gate"] == "fail"
+
+
+def test_a_folder_name_that_is_not_utf8_is_one_failed_row(tmp_path, demo_bundle):
+    """A bundle folder named b'\\xff' used to crash the whole batch when its verdict was written."""
+    import shutil
+
+    root = tmp_path / "subs"
+    honest = copy_bundle(demo_bundle, root)
+    odd = os.fsdecode(bytes(root / "0evil") + b"/\xff")
+    shutil.copytree(demo_bundle, odd)
+    rows = verify_all(root, rerun=False)
+    assert len(rows) == 2
+    verdicts = {r.bundle.name: r.verdict for r in rows}
+    assert verdicts[honest.name]["verdict"] == "pass"
+    assert verdicts["\udcff"]["verdict"] == "fail"  # its folder does not name the manifest's team
+    assert set(read_ledger(root)) == {"0evil/\udcff", honest.relative_to(root).as_posix()}

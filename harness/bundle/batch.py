@@ -152,7 +152,8 @@ def write_ledger(root: Path, ledger: dict[str, Any]) -> None:
 
     from harness.safeio import write_atomic
 
-    write_atomic(Path(root) / LEDGER, json.dumps(ledger, ensure_ascii=False, separators=(",", ":")))
+    # ASCII: a folder name that is not UTF-8 (a lone surrogate) is written as an escape
+    write_atomic(Path(root) / LEDGER, json.dumps(ledger, ensure_ascii=True, separators=(",", ":")))
 
 
 @contextlib.contextmanager
@@ -243,14 +244,34 @@ def judge_one(
     except HarnessError as e:
         v.add("verdict file", [f"not written: {e}"])
         return v, None
+    except Exception as e:  # whatever the folder is, the batch goes on with the verdict in hand
+        v.add("verdict file", [f"not written: {type(e).__name__}: {first_line(e)}"])
+        return v, None
 
 
-def _skip_unchanged(bundle: Path, entry: dict[str, Any]) -> dict[str, Any] | None:
-    """The recorded verdict when the ledger vouches for it (same digest, same verdict bytes)."""
+def judge_settings(*, rerun: bool, scoring) -> str:
+    """What a verdict depends on besides the bundle: re-render or not, the scoring config (models,
+    pins, threshold, tolerances) and the harness version. A verdict is reused only under the same
+    settings, so a quick `--no-rerun` pass never stands in for a full one."""
+    import json
+
+    from harness import __version__
+    from harness.hashing import sha256_bytes
+
+    config = scoring.model_dump(mode="json") if scoring is not None else None
+    settings = {"rerun": rerun, "scoring": config, "harness": __version__}
+    return sha256_bytes(json.dumps(settings, sort_keys=True, default=str).encode())
+
+
+def _skip_unchanged(bundle: Path, entry: dict[str, Any], settings: str) -> dict[str, Any] | None:
+    """The recorded verdict when the ledger vouches for it (same digest, same judge settings,
+    same verdict bytes)."""
     from harness.hashing import sha256_bytes
     from harness.safeio import loads_json, read_bytes
 
-    if not entry or entry.get("digest") is None or entry.get("digest") != current_digest(bundle):
+    if not entry or entry.get("settings") != settings:
+        return None
+    if entry.get("digest") is None or entry.get("digest") != current_digest(bundle):
         return None
     if not entry.get("written", True):
         recorded = entry.get("verdict")
@@ -272,10 +293,11 @@ def _verify_one(
     from harness.hashing import sha256_file
 
     key = bundle.relative_to(root).as_posix()
+    settings = judge_settings(rerun=rerun, scoring=scoring)
     if not force:
         try:  # hashing an unchanged bundle is bounded by the same limit as judging it
             with time_limit(time_limit_s):
-                recorded = _skip_unchanged(bundle, ledger.get(key) or {})
+                recorded = _skip_unchanged(bundle, ledger.get(key) or {}, settings)
         except (Exception, BundleTimeout):  # an unreadable bundle is simply verified again
             recorded = None
         if recorded is not None:
@@ -291,6 +313,7 @@ def _verify_one(
         except OSError:
             path = None
     ledger[key] = {
+        "settings": settings,
         "digest": v.digest,
         "verdict_sha256": digest,
         "written": path is not None,
@@ -376,8 +399,10 @@ def _shown(text: str, limit: int = 60) -> str:
 
 
 def summary_table(rows: list[Row]) -> str:
-    """team, name, files ok, gate, reproducibility, verdict: one line per bundle."""
-    header = ("team", "name", "files ok", "gate", "reproducibility", "verdict")
+    """team, name, files ok, gate, reproducibility, verdict, folder: one line per bundle. The
+    folder is shown too: team and name are what the manifest claims, and look-alike folders
+    (`demo` and a Cyrillic `dеmo`) would otherwise print the same row."""
+    header = ("team", "name", "files ok", "gate", "reproducibility", "verdict", "folder")
     lines = [header]
     for r in rows:
         d = r.verdict
@@ -389,6 +414,7 @@ def summary_table(rows: list[Row]) -> str:
                 _shown(str(d.get("gate"))),
                 _shown(str(d.get("reproducibility"))),
                 _shown(str(d.get("verdict"))) + (" (unchanged, skipped)" if r.skipped else ""),
+                _shown(f"{r.bundle.parent.name}/{r.bundle.name}"),
             )
         )
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
