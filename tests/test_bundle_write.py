@@ -218,7 +218,8 @@ def test_a_symlinked_lora_folder_in_a_run_is_never_shipped(tmp_path, demo_run, c
     shutil.copytree(demo_run, run, symlinks=True)
     secret = tmp_path / "other-project" / "lora"
     secret.mkdir(parents=True)
-    shutil.copyfile(next((demo_run.parent / "loras").glob("*.safetensors")), secret / "UNRELEASED.safetensors")
+    lora = next((demo_run.parent / "loras").glob("*.safetensors"))
+    shutil.copyfile(lora, secret / "UNRELEASED.safetensors")
     shutil.rmtree(run / "lora", ignore_errors=True)
     (run / "lora").symlink_to(secret)
     assert run_cli(["bundle", str(run), "--out", str(tmp_path / "subs"), "--namespace", "ns"]) == 2
