@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import re
 import signal
@@ -69,13 +70,13 @@ def clear_stale_temps(bundle: Path) -> None:
     """Remove verdict temp files a killed verify left in `bundle` (only the harness's own names;
     unlinking a name never follows it), so a rerun does not count them as extra files."""
     try:
-        names = os.listdir(bundle)
+        with os.scandir(bundle) as it:  # bounded: a bundle folder may hold any number of names
+            names = [e.name for e in itertools.islice(it, MAX_ENTRIES) if _STALE_TMP.fullmatch(e.name)]
     except OSError:
         return
     for name in names:
-        if _STALE_TMP.fullmatch(name):
-            with contextlib.suppress(OSError):
-                os.unlink(bundle / name)
+        with contextlib.suppress(OSError):
+            os.unlink(bundle / name)
 
 
 def write_verdict(bundle: Path, verdict: Verdict) -> Path:
@@ -89,11 +90,17 @@ def write_verdict(bundle: Path, verdict: Verdict) -> Path:
 MAX_ENTRIES = 10_000  # entries read from one folder of the root (a team has a few bundles)
 
 
-def find_bundles(root: Path, problems: list[str] | None = None) -> list[Path]:
+def find_bundles(root: Path, problems: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Folders under `root` (at most two levels: <team>/<name>) that hold a manifest.json.
 
-    At most MAX_ENTRIES entries are read from any one folder, so a team folder holding millions
-    of entries costs a bounded time; what was not read is named in `problems`."""
+    Dot folders and symlinked folders are skipped. At most MAX_ENTRIES entries are read from any
+    one folder, so a team folder of millions of entries costs a bounded time; a folder that
+    could not be listed, or not wholly, is added to `problems` as (folder, why) and the listing
+    goes on. `verify --all` warns about them; the leaderboard shows them as rows."""
+
+    def note(folder: Path, why: str) -> None:
+        if problems is not None:
+            problems.append((folder, why))
 
     def folders(parent: Path) -> list[Path]:
         found: list[Path] = []
@@ -101,16 +108,12 @@ def find_bundles(root: Path, problems: list[str] | None = None) -> list[Path]:
             with os.scandir(parent) as it:
                 for n, entry in enumerate(it):
                     if n >= MAX_ENTRIES:
-                        if problems is not None:
-                            problems.append(
-                                f"{_shown(parent.relative_to(root).as_posix() or '.')}: more than "
-                                f"{MAX_ENTRIES} entries; the rest were not judged"
-                            )
+                        note(parent, f"more than {MAX_ENTRIES} entries; the rest were not read")
                         break
                     if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
                         found.append(Path(entry.path))
-        except OSError:
-            return []
+        except OSError as e:
+            note(parent, f"folder cannot be listed ({e.strerror or first_line(e)})")
         return sorted(found)
 
     found = []
@@ -287,13 +290,12 @@ def _skip_unchanged(bundle: Path, entry: dict[str, Any], settings: str) -> dict[
 
 
 def _verify_one(
-    root: Path, bundle: Path, ledger: dict, *, force: bool, rerun: bool, scoring, time_limit_s
+    root: Path, bundle: Path, ledger: dict, *, force: bool, rerun: bool, scoring, time_limit_s, settings: str
 ) -> Row:
     """One bundle of a batch: its ledger-recorded verdict when nothing changed, else a fresh one."""
     from harness.hashing import sha256_file
 
     key = bundle.relative_to(root).as_posix()
-    settings = judge_settings(rerun=rerun, scoring=scoring)
     if not force:
         try:  # hashing an unchanged bundle is bounded by the same limit as judging it
             with time_limit(time_limit_s):
@@ -359,18 +361,27 @@ def verify_all(
     rows: list[Row] = []
     with ledger_lock(root):
         ledger = read_ledger(root)
-        unlisted: list[str] = []
+        unlisted: list[tuple[Path, str]] = []
         bundles = find_bundles(root, unlisted)
-        for line in unlisted:
-            print(f"harness: warning: {line}", file=sys.stderr)
+        for folder, why in unlisted:
+            where = folder.relative_to(root).as_posix() if folder != root else "."
+            print(f"harness: warning: {_shown(where)}: {why} (not judged)", file=sys.stderr)
         bar = tqdm(bundles, desc="verifying", unit="bundle", disable=not progress or not bundles)
         saved, failed = time.monotonic(), 0
+        settings = judge_settings(rerun=rerun, scoring=scoring)
         try:  # one Kolors for all re-renders (each bundle's LoRA swapped in), one set of scorers
             for b in bar:
                 bar.set_postfix_str(_shown(b.relative_to(root).as_posix()), refresh=True)
                 rows.append(
                     _verify_one(
-                        root, b, ledger, force=force, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s
+                        root,
+                        b,
+                        ledger,
+                        force=force,
+                        rerun=rerun,
+                        scoring=scoring,
+                        time_limit_s=time_limit_s,
+                        settings=settings,
                     )
                 )
                 if time.monotonic() - saved > LEDGER_EVERY_S:  # rewriting it per bundle is quadratic

@@ -16,44 +16,16 @@ CLI, `leaderboard/app.py`); elsewhere only the readers' own bounds apply.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from harness import __version__
-from harness.bundle import manifest as mf
-from harness.bundle.batch import BundleTimeout, read_ledger, time_limit
+from harness.bundle.batch import BundleTimeout, find_bundles, read_ledger, time_limit
 from harness.errors import HarnessError, first_line
 from harness.hashing import DigestCache
 from harness.leaderboard import db
 from harness.leaderboard.entry import Entry, failed_entry, read_entry
 
 BUNDLE_TIMEOUT_S = 300.0  # hashing a full-size bundle (a 2 GB LoRA, 8 panels) takes seconds
-
-
-def _is_dir(p: Path) -> bool:
-    return p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
-
-
-def find_bundles(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """(bundle folders, (folder, why) for team folders that could not be listed).
-
-    Same layout as `harness verify --all` (`<team>/<name>/manifest.json`, or a manifest directly
-    in `<team>/`; dot folders and symlinked folders skipped), but one unreadable team folder
-    does not stop the listing.
-    """
-    found: list[Path] = []
-    failed: list[tuple[Path, str]] = []
-    for team in sorted(p for p in Path(root).iterdir() if _is_dir(p)):
-        try:
-            if (team / mf.MANIFEST).is_file():
-                found.append(team)
-                continue
-            for b in sorted(p for p in team.iterdir() if _is_dir(p)):
-                if os.path.lexists(b / mf.MANIFEST):
-                    found.append(b)
-        except OSError as e:
-            failed.append((team, f"folder cannot be listed ({e.strerror or first_line(e)})"))
-    return found, failed
 
 
 def index_bundle(
@@ -109,7 +81,8 @@ def scan(
     if not root.is_dir():
         raise HarnessError(f"{root}: no such submissions folder")
     ledger = read_ledger(root)
-    bundles, unlisted = find_bundles(root)
+    unlisted: list[tuple[Path, str]] = []
+    bundles = find_bundles(root, unlisted)
     cache = DigestCache(digests, prune=True, untrusted=True) if digests is not None else None
     entries = [failed_entry(root, team, why) for team, why in unlisted]
     entries += [
