@@ -1,39 +1,23 @@
 """The contact sheet: all panels in a grid (2x4 for 8) with panel numbers and prompts.
 
+Captions break by measured width with the kinsoku rule (`harness.render.linebreak`): no line
+starts with closing punctuation such as ，。）」.
+
 Written through `harness.safeio.write_atomic` (no link in the run folder is followed).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 from harness.fonts import load_font
+from harness.render.linebreak import wrap
 
 TILE = 256  # px per panel thumbnail
 PAD = 12
 CAPTION_LINES = 3
-
-
-def _wrap(draw, text: str, font, width: int, max_lines: int) -> list[str]:
-    """Wrap by measured width, character by character (Chinese has no spaces to break at)."""
-    lines, line = [], ""
-    for ch in text.replace("\n", " "):
-        if draw.textlength(line + ch, font=font) <= width:
-            line += ch
-            continue
-        lines.append(line)
-        line = ch
-        if len(lines) == max_lines:
-            break
-    else:
-        lines.append(line)
-        return lines[:max_lines]
-    last = lines[-1]
-    while last and draw.textlength(last + "…", font=font) > width:
-        last = last[:-1]
-    lines[-1] = last + "…"
-    return lines
 
 
 def contact_sheet(panels: list[tuple[int, str, Path]], title: str, out: Path) -> Path:
@@ -67,7 +51,8 @@ def contact_sheet(panels: list[tuple[int, str, Path]], title: str, out: Path) ->
         lw = draw.textlength(label, font=num_font)
         draw.rectangle([x, y, x + lw + 4, y + 24], fill="black")
         draw.text((x + 2, y + 2), label, fill="white", font=num_font)
-        for i, line in enumerate(_wrap(draw, prompt, cap_font, cell_w, CAPTION_LINES)):
+        measure = functools.partial(draw.textlength, font=cap_font)
+        for i, line in enumerate(wrap(prompt, measure, cell_w, CAPTION_LINES)):
             draw.text((x, y + TILE + PAD // 2 + i * line_h), line, fill="black", font=cap_font)
     import io
 
