@@ -80,7 +80,7 @@ def test_missing_field(capsys, tmp_path, write_story):
 def test_a_training_config_given_as_a_story_and_the_reverse_are_named(capsys, tmp_path, write_story):
     from tests.conftest import ROOT
 
-    training = ROOT / "stories" / "lora-demo.yaml"
+    training = ROOT / "configs" / "lora-demo.yaml"
     expect_refused(capsys, tmp_path, training, "is a LoRA training config, not a story", "harness train")
     code, _, err = run_cli(capsys, "train", write_story(small_story()), "--out", tmp_path / "t")
     assert code == 2 and "is a story, not a LoRA training config" in err and "harness run" in err

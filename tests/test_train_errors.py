@@ -67,7 +67,7 @@ def test_example_configs_are_valid():
     from harness.config.training import TrainingConfig
     from harness.config.yamlio import parse_model, read_yaml
 
-    root = Path(__file__).resolve().parents[1] / "stories"
+    root = Path(__file__).resolve().parents[1] / "configs"
     base = parse_model(read_yaml(root / "lora-baseline.yaml"), TrainingConfig)
     assert (base.lora.rank, base.lora.alpha, base.epochs, base.crop) == (16, 4.0, 1, "center")
     assert base.gradient_checkpointing and base.mixed_precision == "fp16"

@@ -240,7 +240,7 @@ def test_fuzz_training_config_fields(tmp_path, field, value):
     from harness.config.training import load_training_config
 
     base = yaml.safe_load(
-        (Path(__file__).resolve().parents[1] / "stories" / "lora-demo.yaml").read_text(encoding="utf-8")
+        (Path(__file__).resolve().parents[1] / "configs" / "lora-demo.yaml").read_text(encoding="utf-8")
     )
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump({**base, field: value}, allow_unicode=True), encoding="utf-8")

@@ -43,7 +43,7 @@ def _float_like(v):
 class DataConfig(StrictModel):
     """Where the training images come from and which of them are kept."""
 
-    source: Literal["folder", "modelscope"]
+    source: Literal["folder", "modelscope", "demo"]  # demo: seeded images made in memory, no files
     path: str | None = None  # folder source: images plus metadata.csv or .txt sidecars
     dataset_id: str | None = None  # modelscope source, e.g. AI-ModelScope/lowres_anime
     subset: str = "default"
@@ -76,6 +76,8 @@ class DataConfig(StrictModel):
             raise ValueError("source folder needs `path` (a folder of images)")
         if self.source == "modelscope" and not self.dataset_id:
             raise ValueError("source modelscope needs `dataset_id` (e.g. AI-ModelScope/lowres_anime)")
+        if self.source == "demo" and (self.path or self.dataset_id):
+            raise ValueError("source demo makes its own images: remove `path` and `dataset_id`")
         if self.min_aspect is not None and self.max_aspect is not None and self.min_aspect > self.max_aspect:
             raise ValueError(f"min_aspect {self.min_aspect} is larger than max_aspect {self.max_aspect}")
         return self

@@ -130,7 +130,18 @@ def _fingerprint(loaded: LoadedTrainingConfig, exclude: Path) -> dict:
             [e.rel, stat.S_IFMT(e.mode), e.size, e.mtime_ns, e.nlink]
             for e in walk(Path(os.path.abspath(loaded.data_path)), exclude)
         ]
+    if d.source == "demo":
+        from harness.data.demo import DEMO_VERSION
+
+        out["demo"] = DEMO_VERSION  # a changed generator re-prepares
     return out
+
+
+def _source_name(loaded: LoadedTrainingConfig) -> str:
+    d = loaded.config.data
+    if d.source == "folder":
+        return str(loaded.data_path)
+    return "demo (seeded images made in memory)" if d.source == "demo" else f"modelscope:{d.dataset_id}"
 
 
 def _aspect_ok(w: int, h: int, lo: float | None, hi: float | None) -> bool:
@@ -153,6 +164,10 @@ def prepare(loaded: LoadedTrainingConfig, out: Path | None = None) -> PreparedDa
         items, ignored = folder_items(loaded.data_path, d.caption, exclude=target)
         if d.max_images is not None:
             items = items[: d.max_images]
+    elif d.source == "demo":
+        from harness.data.demo import demo_items
+
+        items, ignored = demo_items(max_images=d.max_images, caption=d.caption), []
     else:
         items = modelscope_items(loaded, cache_dir() / "modelscope-datasets")
         ignored = []
@@ -300,7 +315,7 @@ def _write(
 
     if not kept:
         detail = _describe_counts(counts) or "the source lists no images"
-        where = loaded.data_path if d.source == "folder" else d.dataset_id
+        where = _source_name(loaded)
         raise HarnessError(f"{where}: no training images left of {len(items)} candidates ({detail})")
 
     buf = io.StringIO()
@@ -312,7 +327,7 @@ def _write(
     digest = data_hash(kept)
     report = {
         "kind": "harness.data.prepare",
-        "source": str(loaded.data_path) if d.source == "folder" else f"modelscope:{d.dataset_id}",
+        "source": _source_name(loaded),
         "candidates": len(items),
         "kept": len(kept),
         "skipped_counts": {k: v for k, v in counts.items() if v},
@@ -365,7 +380,8 @@ def ensure_prepared(loaded: LoadedTrainingConfig) -> PreparedData:
     check_target(loaded, target, label)
     existing = load_prepared(target)
     if existing is not None and existing.report.get("fingerprint") == _fingerprint(loaded, target):
-        # A modelscope source is not re-downloaded; a folder source re-prepares when any file changed.
+        # A modelscope source is not re-downloaded, a demo source not regenerated; a folder
+        # source re-prepares when any file changed.
         for it in existing.items:
             if sha256_nofollow(existing.folder / it.file) != it.sha256:
                 break
