@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 
-from harness.models.schedulers import KOLORS_SCHEDULER_CONFIG
+from harness.config.schedulers import KOLORS_SCHEDULER_CONFIG
 from harness.models.tiny import init_chatglm_weights
 
 # UNet2DConditionModel config of Kwai-Kolors/Kolors-diffusers (SDXL layout, 4096-wide text).
@@ -137,7 +137,7 @@ def build_text_encoder(device, dtype):
 def build_tokenizer():
     from diffusers.pipelines.kolors import ChatGLMTokenizer
 
-    from harness.models.tiny import kolors_tokenizer_dir
+    from harness.config.tokens import kolors_tokenizer_dir
 
     return ChatGLMTokenizer.from_pretrained(str(kolors_tokenizer_dir()))
 

@@ -86,8 +86,8 @@ def run_story(
     story = loaded.story
     out = Path(out)
     if bundle:
-        from harness.bundle.naming import model_id
         from harness.bundle.writer import NAMESPACE_ENV
+        from harness.config.naming import model_id
 
         model_id(namespace or os.environ.get(NAMESPACE_ENV) or story.team, story.team, story.name)
     outdir.check_out_dir(out, {"story_sha256": story_sha256(loaded)}, force=force)
@@ -150,7 +150,7 @@ def _run_locked(plan, loaded, lora_file, config, bundle, submissions, namespace)
 
     if not bundle:
         outcome.bundle_skipped = "--no-bundle"
-    elif result.manifest["status"] != "complete":
+    elif result.manifest.status != "complete":
         outcome.bundle_skipped = "only some panels were rendered"
     else:
         from harness.bundle.writer import write_bundle

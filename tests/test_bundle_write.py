@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from harness.bundle import manifest as mf
-from harness.bundle.naming import INFIX, model_id, parse_model_id
+from harness.config.naming import INFIX, model_id, parse_model_id
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
 from tests.bundle_helpers import run_cli

@@ -335,7 +335,7 @@ def as_team(bundle: Path, team: str) -> Path:
     import re
 
     from harness.bundle import manifest as mf
-    from harness.bundle.naming import parse_model_id
+    from harness.config.naming import parse_model_id
 
     story = bundle / "story.yaml"
     text = story.read_text(encoding="utf-8")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.models.registry import ModelSpec
+from harness.config.registry import ModelSpec
 from harness.models.scoring_registry import resolve_scoring_model
+from harness.models.tiny_scorers import ensure_tiny_scorer
 from harness.paths import cache_dir
 from harness.score.aesthetic import gate
 from harness.score.api import score_run
-from harness.score.tiny import ensure_tiny_scorer
 from tests.score_fixtures import noise_image, tiny_config, write_panels
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.config.registry import ModelSpec
 from harness.errors import HarnessError
 from harness.models import scoring_registry
-from harness.models.registry import ModelSpec
 from harness.models.scoring_registry import resolve_scoring_model
 from harness.render.pngmeta import save_png
 from tests.score_fixtures import noise_image, tiny_config

@@ -13,8 +13,8 @@ import pytest
 from train_helpers import tiny_config
 
 from harness.config.training import load_training_config
+from harness.lora.export import DIFFUSERS_FILE, KOHYA_FILE
 from harness.train.api import train
-from harness.train.export import DIFFUSERS_FILE, KOHYA_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 

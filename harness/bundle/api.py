@@ -1,10 +1,10 @@
 """The bundle stage's public functions, for the CLI and for `harness run`'s last step."""
 
 from harness.bundle.batch import summary_table, verify_all, write_verdict
-from harness.bundle.naming import ModelId, model_id, parse_model_id
 from harness.bundle.upload import HubClient, ModelScopeHub, UploadPlan, plan_upload, upload_bundle
 from harness.bundle.verify import Verdict, verify_bundle
 from harness.bundle.writer import BundleResult, write_bundle
+from harness.config.naming import ModelId, model_id, parse_model_id
 
 __all__ = [
     "BundleResult",

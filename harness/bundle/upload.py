@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.bundle import manifest as mf
-from harness.bundle.naming import parse_model_id
+from harness.config.naming import parse_model_id
 from harness.errors import HarnessError, first_line
 
 TOKEN_ENV = "MODELSCOPE_API_TOKEN"

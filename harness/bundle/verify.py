@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.bundle import manifest as mf
-from harness.bundle.naming import parse_model_id
-from harness.bundle.writer import IMAGES_DIR, PROMPTS, RUN_JSON, SCORES, STORY
+from harness.layout import IMAGES as IMAGES_DIR
+from harness.layout import PROMPTS, RUN_JSON, SCORES, STORY, panel_file
+from harness.config.naming import parse_model_id
 from harness.errors import HarnessError, first_line
 from harness.score.reproduce import ALLOWED_BASES, allowed_base
 
@@ -105,8 +106,8 @@ def _allowed_base(ref: Any) -> bool:
 
 def _base_shapes(base_model: str, notes: list[str]) -> dict[str, tuple[int, int]] | None:
     """Linear layer shapes of the base UNet when its config is on this machine; None otherwise."""
+    from harness.config.refs import parse_ref
     from harness.lora.checks import unet_linear_shapes
-    from harness.models.refs import parse_ref
     from harness.paths import cache_dir
 
     ref = parse_ref(base_model)
@@ -135,18 +136,15 @@ def _read_json(bundle: Path, rel: str) -> Any:
 
 def _story_checks(bundle: Path, v: Verdict, listed: set[str]):
     """Validate story.yaml, prompts.json and the run record; returns the parsed story or None."""
-    from harness.config.story import LoadedStory, Story
-    from harness.config.yamlio import parse_model, read_yaml
-    from harness.models.tokenizer import check_prompt_lengths
+    from harness.config.story import load_story
 
     problems: list[str] = []
     if STORY not in listed:
         v.add("story", [f"{STORY}: not in the bundle"])
         return None
     try:
-        doc = read_yaml(bundle / STORY)
-        story = parse_model(doc, Story)
-        check_prompt_lengths(LoadedStory(story, doc))
+        # No file the story names is looked at (its LoRA is in lora/), no link followed.
+        story = load_story(bundle / STORY, check_files=False, follow_links=False).story
     except HarnessError as e:
         v.add("story", [str(e).replace(str(bundle) + os.sep, "")])
         return None
@@ -159,10 +157,8 @@ def _story_checks(bundle: Path, v: Verdict, listed: set[str]):
             f"{STORY}: base_model {story.base_model!r} is not allowed (use {' or '.join(ALLOWED_BASES)})"
         )
     for i in range(1, story.panel_count + 1):
-        if f"{IMAGES_DIR}/{i:02d}.png" not in listed:
-            problems.append(
-                f"{IMAGES_DIR}/{i:02d}.png: panel {i} of {story.panel_count} is not in the bundle"
-            )
+        if panel_file(i) not in listed:
+            problems.append(f"{panel_file(i)}: panel {i} of {story.panel_count} is not in the bundle")
     expected = [
         {"index": i + 1, "seed": p.seed, "prompt": p.prompt, "negative_prompt": story.negative_for(i)}
         for i, p in enumerate(story.panels)
@@ -194,7 +190,11 @@ def _same(got: Any, want: Any) -> bool:
     return type(got) is type(want) and got == want
 
 
-def _first_render_difference(params: dict[str, Any], story, index: int) -> str | None:
+# The settings a panel embeds that its story decides, in the order they are reported.
+_HELD = ("negative_prompt", *SAMPLING_KEYS, "lora")
+
+
+def _first_render_difference(params: PanelParams, story, index: int) -> str | None:
     """The first render setting a panel embeds that is not the story's, or None.
 
     The judges' re-render takes these settings from the panel itself, so each must be the
@@ -204,15 +204,35 @@ def _first_render_difference(params: dict[str, Any], story, index: int) -> str |
         "negative_prompt": story.negative_for(index),
         **story.sampling.model_dump(mode="json"),
     }
-    for key in ("negative_prompt", "steps", "guidance", "width", "height", "scheduler"):
-        if not _same(params.get(key), want[key]):
+    for key in ("negative_prompt", *SAMPLING_KEYS):
+        if not _same(getattr(params, key), want[key]):
             return key
-    lora = params.get("lora")
     if story.lora is None:
-        return None if lora is None else "lora"
-    if not isinstance(lora, dict) or not _same(lora.get("scale"), story.lora.scale):
+        return None if params.lora is None else "lora"
+    if params.lora is None or not _same(params.lora.scale, story.lora.scale):
         return "lora.scale"
     return None
+
+
+def _embedded_problem(rel: str, raw: dict[str, Any], story, i: int) -> tuple[PanelParams | None, str | None]:
+    """(the typed parameters of panel `i`, or None; the panel's problem line, or None)."""
+    from harness.render.records import RecordError, parse
+
+    try:
+        params = parse(PanelParams, raw, f"{rel}: embedded parameters")
+    except RecordError as e:
+        # A setting the story decides, embedded with the wrong type, differs from the story.
+        top = e.field.split(".")[0]
+        if top in _HELD:
+            return None, f"{rel}: embedded {'lora.scale' if e.field == 'lora.scale' else top} differs from {STORY} (panel {i})"
+        return None, str(e)
+    panel = story.panels[i - 1]
+    if params.prompt != panel.prompt or not _same(params.seed, panel.seed):
+        return params, f"{rel}: embedded prompt or seed differ from panel {i} of {STORY}"
+    differs = _first_render_difference(params, story, i - 1)
+    if differs is not None:
+        return params, f"{rel}: embedded {differs} differs from {STORY} (panel {i})"
+    return params, None
 
 
 def _content_checks(bundle: Path, v: Verdict, intact: dict[str, str], story, manifest) -> dict[str, Path]:
@@ -242,16 +262,15 @@ def _content_checks(bundle: Path, v: Verdict, intact: dict[str, str], story, man
             if params is None:
                 image_problems.append(f"{rel}: no embedded harness parameters (cannot be re-rendered)")
                 continue
-            if params.get("prompt") != panel.prompt or params.get("seed") != panel.seed:
-                image_problems.append(f"{rel}: embedded prompt or seed differ from panel {i} of {STORY}")
-            else:
-                differs = _first_render_difference(params, story, i - 1)
-                if differs is not None:
-                    image_problems.append(f"{rel}: embedded {differs} differs from {STORY} (panel {i})")
-            if not _allowed_base((params.get("model") or {}).get("ref")):
-                image_problems.append(
-                    f"{rel}: embedded base model {(params.get('model') or {}).get('ref')!r} is not allowed"
-                )
+            typed, problem = _embedded_problem(rel, params, story, i)
+            if problem is not None:
+                image_problems.append(problem)
+            if typed is not None:
+                embedded[i] = typed
+            model = params.get("model")
+            ref = typed.model.ref if typed is not None else model.get("ref") if isinstance(model, dict) else None
+            if not _allowed_base(ref):
+                image_problems.append(f"{rel}: embedded base model {ref!r} is not allowed")
     v.add("images", image_problems, f"{len(panel_params)} panels with embedded parameters")
 
     lora_problems: list[str] = []

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.bundle import manifest as mf
-from harness.bundle.naming import ModelId, model_id
+from harness.config.naming import ModelId, model_id
 from harness.errors import HarnessError
 from harness.ownership import Purpose, inspect, swap_in
 from harness.safeio import write_atomic, write_json

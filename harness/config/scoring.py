@@ -12,9 +12,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from harness.config.story import StrictModel
+from harness.config import scorers as scorer_names
+from harness.config.common import StrictModel
+from harness.config.registry import DEFAULT_AESTHETIC, DEFAULT_ALIGNMENT, DEFAULT_CONSISTENCY
 from harness.config.yamlio import parse_model, read_yaml
-from harness.models.registry import DEFAULT_AESTHETIC, DEFAULT_ALIGNMENT, DEFAULT_CONSISTENCY
 
 DEFAULT_SCORERS = ("aesthetic", "consistency", "alignment")
 
@@ -63,10 +64,13 @@ class ScoringConfig(StrictModel):
     @field_validator("scorers")
     @classmethod
     def _known_scorers(cls, v: list[str]) -> list[str]:
-        from harness.score.registry import check_names
-
-        check_names(v)  # ValueError naming the unknown one and the near names
+        scorer_names.check_names(v)  # ValueError naming the unknown one and the near names
         return v
+
+
+def reproduce_model(config: ScoringConfig) -> tuple[str, str]:
+    """The model that gives CLIP-I between a panel and its re-render: the consistency model."""
+    return ("open_clip", config.consistency_model)
 
 
 def load_scoring_config(path: str | Path) -> ScoringConfig:
@@ -85,7 +89,7 @@ TINY_SCORERS = {
 
 def scoring_for(base_model: str, scoring: ScoringConfig | None) -> ScoringConfig:
     """The scoring config for a story: tiny scorers replace the defaults on a tiny story."""
-    from harness.models.refs import parse_ref
+    from harness.config.refs import parse_ref
 
     scoring = scoring or ScoringConfig()
     if parse_ref(base_model).source != "tiny":

@@ -1,30 +1,30 @@
 """The story file: one strict pydantic model that mirrors the YAML one to one.
 
 Owns: the story schema, its value ranges, and `load_story`, which reads a file and returns a
-validated `Story` or raises one `HarnessError` line naming the file, line and field. Checks
-that need the real tokenizer (prompt length) live in `harness.models.tokenizer` and are run by
-`load_story` on request. Must not load models or touch output folders.
+validated `Story` or raises one `HarnessError` line naming the file, line and field. The
+prompt-length check counts with the real tokenizer (`harness.config.tokens`, torch-free) and
+runs in `load_story` on request. Must not load models or touch output folders.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from harness.bundle.naming import _PART, _check_part, model_id
+from harness.config.common import MAX_SEED, StrictModel, check_local_model, confined
+from harness.config.naming import _PART, _check_part, model_id
+from harness.config.refs import parse_ref
+from harness.config.registry import DEFAULT_BASE_MODEL
+from harness.config.schedulers import SCHEDULERS
 from harness.config.text import optional_text, path_text, required_text
+from harness.config.tokens import MAX_TOKENS, count_tokens
 from harness.config.yamlio import Document, expect_kind, field_error, parse_model
 from harness.errors import HarnessError
-from harness.models.refs import parse_ref
-from harness.models.registry import DEFAULT_BASE_MODEL
-from harness.models.schedulers import SCHEDULERS
 
-MAX_SEED = 2**64 - 1
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_PROMPT_CHARS = 4096  # far above 256 Kolors tokens; bounds the tokenizer's work
 MAX_TITLE_CHARS = 200
@@ -35,7 +35,7 @@ _RESERVED = re.compile(r"(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\..*)?", re.IGN
 
 
 def check_name_part(what: str, value: str) -> str:
-    """`team` or `name` under the bundle's naming rule (harness.bundle.naming), as a ValueError."""
+    """`team` or `name` under the bundle's naming rule (harness.config.naming), as a ValueError."""
     try:
         _check_part(what, value, _PART)
     except HarnessError:
@@ -46,75 +46,6 @@ def check_name_part(what: str, value: str) -> str:
     if _RESERVED.fullmatch(value):
         raise ValueError("is a device name Windows reserves (CON, PRN, AUX, NUL, COM1, LPT1, ...)")
     return value
-
-
-def confined(
-    root: str | Path,
-    value: str,
-    *,
-    start: tuple[str, ...] = (),
-    what: str = "the story's folder",
-    folder_ok: bool = False,
-) -> Path:
-    """`root / start / value` for a path written in a story (or in a config a story names), or a
-    ValueError saying why not.
-
-    A story comes from a stranger, so what it names stays inside its folder: `value` is
-    relative (no `/...`, no `~`, no backslash, no control character), every `..` stays inside
-    `root` (`a/../b` is fine, `../x` is not), and no component on the way is a symbolic link
-    (checked with lstat, so the path the file system follows is the one checked). `start` is the
-    folder, relative to `root`, that `value` is relative to (a training config's own folder).
-    `folder_ok`: `value` may name `root` itself (a dataset folder beside the story).
-    """
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a relative path")
-    why = bad_character_in_path(value)
-    if why:
-        raise ValueError(why)
-    if value.startswith("~"):
-        raise ValueError(f"starts with '~': write a path relative to {what} (home folders are not read)")
-    if os.path.isabs(value):
-        raise ValueError(f"is an absolute path: write a path relative to {what}, inside it")
-    if "\\" in value:
-        raise ValueError("holds a backslash: separate folders with '/'")
-    root = Path(os.path.abspath(root))
-    stack = list(start)
-    for part in value.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not stack:
-                raise ValueError(f"'..' leads out of {what} ({root}); files it names must be inside it")
-            stack.pop()
-            continue
-        stack.append(part)
-        here = root.joinpath(*stack)
-        try:
-            mode = os.lstat(here).st_mode
-        except FileNotFoundError:
-            continue  # a missing file is reported by the caller; '..' after it fails to resolve
-        except OSError as e:
-            raise ValueError(f"{here}: {e.strerror}") from None
-        if stat.S_ISLNK(mode):
-            raise ValueError(f"{here} is a symlink; paths in a story never pass through links")
-    if not stack and not folder_ok:
-        raise ValueError(f"names {what} itself, not a file inside it")
-    return root.joinpath(*stack)
-
-
-def bad_character_in_path(value: str) -> str | None:
-    """Why `value` cannot be a path (a control character, NUL included), or None."""
-    try:
-        path_text(value)
-    except ValueError as e:
-        return str(e)
-    return None
-
-
-class StrictModel(BaseModel):
-    """Unknown fields are errors, and values are not coerced ("3" is not a number)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class Sampling(StrictModel):
@@ -293,55 +224,43 @@ def _is_file(doc: Document, loc: tuple[str, ...], path: Path) -> bool:
         raise field_error(doc, loc, f"{path}: {e.strerror}") from None
 
 
-MODEL_ROOTS_ENV = "HARNESS_MODEL_ROOTS"
+def check_prompt_lengths(loaded: LoadedStory) -> None:
+    """Raise a HarnessError for the first prompt over the limit, pointing at its field."""
+    story = loaded.story
+    fields: list[tuple[tuple, str]] = [(("negative_prompt",), story.negative_prompt)]
+    for i, panel in enumerate(story.panels):
+        fields.append((("panels", i, "prompt"), panel.prompt))
+        if panel.negative_prompt is not None:
+            fields.append((("panels", i, "negative_prompt"), panel.negative_prompt))
+    for loc, text in fields:
+        n = count_tokens(text)
+        if n > MAX_TOKENS:
+            raise field_error(
+                loaded.doc, loc, f"{n} Kolors tokens, over the limit of {MAX_TOKENS} (shorten it)"
+            )
 
 
-def model_roots() -> list[Path]:
-    """Folders a story may name a `local:` model in: the harness cache, and the folders the user
-    lists in $HARNESS_MODEL_ROOTS (separated by os.pathsep). The environment is the user's."""
-    from harness.paths import cache_dir
-
-    listed = [p for p in os.environ.get(MODEL_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
-    return [Path(os.path.abspath(cache_dir()))] + [
-        Path(os.path.abspath(os.path.expanduser(p))) for p in listed
-    ]
-
-
-def check_local_model(doc: Document, base_model: str) -> None:
-    """A story comes from anyone: its `local:` model must be a folder the user allowed, so that a
-    stranger's story cannot make the harness load and hash a folder of its choosing."""
-    ref = parse_ref(base_model)
-    if ref.source != "local":
-        return
-    where = Path(os.path.expanduser(ref.location))
-    if not where.is_absolute():
-        why = f"local: needs an absolute path under ${MODEL_ROOTS_ENV} (got {ref.location!r})"
-        raise field_error(doc, ("base_model",), why)
-    real = Path(os.path.realpath(where))  # where it really is, links resolved, must be allowed
-    if not any(real == r or r in real.parents for r in (Path(os.path.realpath(x)) for x in model_roots())):
-        raise field_error(
-            doc,
-            ("base_model",),
-            f"{where} is not in a folder you allowed for models: add its folder to ${MODEL_ROOTS_ENV} "
-            "(a story may come from anyone, so it cannot pick a folder for you)",
-        )
-
-
-def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
+def load_story(
+    path: str | Path, *, check_files: bool = True, check_tokens: bool = True, follow_links: bool = True
+) -> LoadedStory:
     """Read and validate a story file; any problem raises one HarnessError line.
 
-    The path is one the user typed, so a link to the story is followed; everything the story
-    names is checked before any caller builds a path from it (team and name follow the bundle's
-    naming rule; lora.path and lora.train stay inside the story's folder, and so do the paths of
-    the training config lora.train names). With `check_tokens`, every prompt and negative
-    prompt is counted with the real Kolors tokenizer and refused above Kolors' 256-token limit
-    (the pipeline would silently truncate).
+    The schema is always checked (team and name follow the bundle's naming rule). With
+    `check_files` (a story about to be rendered), everything the story names is checked before
+    any caller builds a path from it: a `local:` model must be in a folder the user allowed,
+    lora.path and lora.train stay inside the story's folder and exist, and so do the paths of the
+    training config lora.train names. Without it (a story read for its prompts, seeds and
+    settings only: a run's copy, a bundle's story.yaml) no file the story names is looked at.
+    With `check_tokens`, every prompt and negative prompt is counted with the real Kolors
+    tokenizer and refused above Kolors' 256-token limit (the pipeline would silently truncate).
+    `follow_links`: the path is one the user typed, so a link to the story is followed; False
+    for a file in a folder someone else made.
     """
     from harness.config.yamlio import MAX_CONFIG_BYTES, loads_yaml
     from harness.safeio import read_bytes
 
     path = Path(path)
-    source = read_bytes(path, max_bytes=MAX_CONFIG_BYTES, what=str(path), follow_links=True)
+    source = read_bytes(path, max_bytes=MAX_CONFIG_BYTES, what=str(path), follow_links=follow_links)
     try:
         text = source.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -350,6 +269,16 @@ def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
     expect_kind(doc, "story")
     story = parse_model(doc, Story)
     loaded = LoadedStory(story, doc, source)
+    if check_files:
+        _check_files(loaded)
+    if check_tokens:
+        check_prompt_lengths(loaded)
+    return loaded
+
+
+def _check_files(loaded: LoadedStory) -> None:
+    """What a story to be rendered names: allowed, inside its folder, present (`load_story`)."""
+    doc, story = loaded.doc, loaded.story
     check_local_model(doc, story.base_model)
     lora = loaded.lora_path
     if lora is not None:
@@ -367,8 +296,3 @@ def load_story(path: str | Path, *, check_tokens: bool = True) -> LoadedStory:
 
         # The config comes from the same stranger: its own paths must stay in the story's folder.
         load_training_config(train, inside=loaded.folder)
-    if check_tokens:
-        from harness.models.tokenizer import check_prompt_lengths
-
-        check_prompt_lengths(loaded)
-    return loaded

@@ -6,7 +6,7 @@ A config the user names on the command line (`harness train CONFIG`, `harness da
 CONFIG`) is the user's own file: `~`, `..` and absolute paths are allowed (the prepared folder
 is still replaced only when the harness made it, see `harness.ownership`). A config named by a
 story's `lora.train` comes from whoever wrote the story: its paths, the default prepared folder
-included, must stay inside the story's folder (`harness.config.story.confined`). Must not load
+included, must stay inside the story's folder (`harness.config.common.confined`). Must not load
 models, read images or write files.
 """
 
@@ -18,12 +18,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from harness.config.story import MAX_SEED, StrictModel, check_local_model, confined
+from harness.config.common import MAX_SEED, StrictModel, check_local_model, confined
+from harness.config.refs import parse_ref
+from harness.config.registry import DEFAULT_BASE_MODEL
 from harness.config.text import optional_text, path_text, required_text
 from harness.config.yamlio import Document, expect_kind, field_error, parse_model, read_yaml
 from harness.errors import HarnessError
-from harness.models.refs import parse_ref
-from harness.models.registry import DEFAULT_BASE_MODEL
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 MAX_RANK = 1024
@@ -206,7 +206,7 @@ class LoadedTrainingConfig:
         """The base model reference, a relative `local:` path made relative to the config file."""
         from dataclasses import replace
 
-        from harness.models.refs import parse_ref
+        from harness.config.refs import parse_ref
 
         ref = parse_ref(self.config.base_model)
         if ref.source == "local":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.bundle import manifest as mf
-from harness.bundle.naming import model_id
+from harness.config.naming import model_id
 
 
 @dataclass

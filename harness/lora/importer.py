@@ -43,7 +43,7 @@ def base_linear_shapes(base: str) -> tuple[dict[str, tuple[int, int]] | None, st
     The full Kolors layout is built in (the same config as Kolors-diffusers' unet/config.json);
     `tiny` is the built-in test model; `local:<path>` reads <path>/unet/config.json.
     """
-    from harness.models.refs import parse_ref
+    from harness.config.refs import parse_ref
 
     try:
         ref = parse_ref(base)
@@ -109,9 +109,9 @@ def import_lora(
     the content must pass the LoRA check render and verify run, against `base`'s UNet."""
     from harness.hashing import sha256_file
     from harness.lora.checks import check_tensors, metadata_problems
+    from harness.lora.export import DIFFUSERS_FILE, write_diffusers
     from harness.lora.kolors_layout import kolors_linear_modules
     from harness.safeio import write_json
-    from harness.train.export import DIFFUSERS_FILE, write_diffusers
 
     file, out = Path(file), Path(out)
     if alpha is not None and not (0 < alpha <= 4096):

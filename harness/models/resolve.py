@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.config.refs import ModelRef
 from harness.errors import HarnessError, first_line
-from harness.models.refs import ModelRef
 from harness.paths import cache_dir
 
 

@@ -1,12 +1,12 @@
 """Scoring models (aesthetic predictor, CLIP towers): from a name or reference to a checked folder.
 
 Owns: looking a scoring model up (registry name or ad-hoc reference; the table itself is in
-`harness.models.registry`), turning it into a local folder, and checking its content hash
+`harness.config.registry`), turning it into a local folder, and checking its content hash
 against every pin that applies. It loads no weights and imports no torch.
 
 A reference is a registry name, `modelscope:<id>[@revision]`, `local:<path>`, or one of the
 built-in tiny models (`tiny-aesthetic`, `tiny-clip`, `tiny-clip-ml`), which are built in-process
-with fixed seeds and saved in the real formats (see `harness.score.tiny`). Whatever folder is
+with fixed seeds and saved in the real formats (see `harness.models.tiny_scorers`). Whatever folder is
 used, its content hash is recorded with the scores, and where an entry pins a sha256 a folder
 with other content is refused: two people scoring the same images get the same numbers or an
 error, never silently different ones.
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping
 
+from harness.config.registry import SCORING_MODELS, ModelSpec
 from harness.errors import HarnessError
-from harness.models.registry import SCORING_MODELS, ModelSpec
 
 ScoringKind = Literal["aesthetic", "open_clip"]
 
@@ -63,12 +63,12 @@ def lookup(text: str, kind: ScoringKind) -> ModelSpec:
 
 
 def _folder(ref_text: str) -> Path:
-    from harness.models.refs import parse_ref
+    from harness.config.refs import parse_ref
     from harness.models.resolve import fetch_folder
     from harness.paths import cache_dir
 
     if ref_text in TINY_NAMES:
-        from harness.score.tiny import ensure_tiny_scorer
+        from harness.models.tiny_scorers import ensure_tiny_scorer
 
         return ensure_tiny_scorer(ref_text, cache_dir())
     try:

@@ -9,12 +9,12 @@ tokenize exactly as in Kolors.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
 
-from harness.models.schedulers import KOLORS_SCHEDULER_CONFIG
+from harness.config.schedulers import KOLORS_SCHEDULER_CONFIG
+from harness.config.tokens import kolors_tokenizer_dir
 
 # Bump when the architecture or initialisation changes: it names the cache folder.
 TINY_VERSION = "1"
@@ -23,22 +23,6 @@ TINY_SEED = 20240808
 # Sizes: text hidden 32 (Kolors 4096), cross-attention 32 (2048), time embed 8 (256).
 _TE_HIDDEN = 32
 _TIME_DIM = 8
-
-
-def kolors_tokenizer_dir() -> Path:
-    """The real Kolors tokenizer files shipped by diffsynth 1.1.9 (located without importing it)."""
-    spec = importlib.util.find_spec("diffsynth")
-    if spec is None or not spec.submodule_search_locations:
-        from harness.errors import HarnessError
-
-        raise HarnessError("the diffsynth package is not installed; it ships the Kolors tokenizer")
-    root = Path(list(spec.submodule_search_locations)[0])
-    folder = root / "tokenizer_configs" / "kolors" / "tokenizer"
-    if not (folder / "tokenizer.model").is_file():
-        from harness.errors import HarnessError
-
-        raise HarnessError(f"Kolors tokenizer files missing under {folder} (diffsynth==1.1.9 has them)")
-    return folder
 
 
 def init_chatglm_weights(model, generator=None) -> None:

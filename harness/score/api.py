@@ -190,7 +190,8 @@ def score_run(
         run.submitted_metrics = {scorer.name: scorer.score(ctx) for scorer in scorers}
 
     if rerendered is not None:
-        from harness.score.reproduce import judge_rerenders, reproduce_model
+        from harness.config.scoring import reproduce_model
+        from harness.score.reproduce import judge_rerenders
 
         run.reproducibility = judge_rerenders(
             run.panels,

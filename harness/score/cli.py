@@ -78,8 +78,8 @@ def add_parsers(sub) -> argparse.ArgumentParser:
 
 def cmd_score_models(args) -> int:
     """`harness score-models`: the registry as a table, or a pins: block for a config's models."""
+    from harness.config.registry import SCORING_MODELS
     from harness.config.scoring import ScoringConfig, load_scoring_config
-    from harness.models.registry import SCORING_MODELS
 
     if not args.pin:
         for s in SCORING_MODELS.values():

@@ -9,11 +9,13 @@ and nothing else changes. Names never collide silently, and an unknown name gets
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
+
+from harness.config import scorers as scorer_names
+from harness.config.scoring import reproduce_model
 
 if TYPE_CHECKING:
     from harness.config.scoring import ScoringConfig
@@ -75,11 +77,6 @@ class Scorer(ABC):
         """Score all panels of `ctx` (batched)."""
 
 
-_BUILTIN: dict[str, str] = {
-    "aesthetic": "harness.score.aesthetic:AestheticScorer",
-    "consistency": "harness.score.clip_consistency:ConsistencyScorer",
-    "alignment": "harness.score.alignment:AlignmentScorer",
-}
 _REGISTERED: dict[str, type[Scorer]] = {}
 
 
@@ -87,8 +84,10 @@ def register(name: str) -> Callable[[type[Scorer]], type[Scorer]]:
     """Class decorator adding a scorer under `name`; a taken name is an error."""
 
     def add(cls: type[Scorer]) -> type[Scorer]:
-        if name in _REGISTERED or (name in _BUILTIN and _BUILTIN[name] != f"{cls.__module__}:{cls.__name__}"):
+        target = f"{cls.__module__}:{cls.__name__}"
+        if name in _REGISTERED:
             raise ValueError(f"a scorer named {name!r} is already registered")
+        scorer_names.add(name, target)  # the config's name table: a name taken by another class raises
         cls.name = name
         _REGISTERED[name] = cls
         return cls
@@ -96,26 +95,12 @@ def register(name: str) -> Callable[[type[Scorer]], type[Scorer]]:
     return add
 
 
-def names() -> list[str]:
-    return sorted(set(_BUILTIN) | set(_REGISTERED))
-
-
-def check_names(wanted: list[str]) -> None:
-    """ValueError for an unknown or repeated scorer name, suggesting the nearest known one."""
-    known = names()
-    for n in wanted:
-        if n not in known:
-            near = difflib.get_close_matches(n, known, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ValueError(f"unknown scorer {n!r}{hint} (known: {', '.join(known)})")
-    if len(set(wanted)) != len(wanted):
-        raise ValueError("a scorer is named twice")
+names = scorer_names.names
+check_names = scorer_names.check_names
 
 
 def models_used(config: "ScoringConfig") -> list[tuple["ScoringKind", str]]:
     """(kind, name) of every scoring model a run with `config` loads, in a stable order."""
-    from harness.score.reproduce import reproduce_model
-
     used = [m for name in config.scorers for m in get(name).models_needed(config)]
     if config.reproduce:
         used.append(reproduce_model(config))
@@ -126,7 +111,7 @@ def get(name: str) -> type[Scorer]:
     """The scorer class for `name` (importing a built-in on first use)."""
     check_names([name])
     if name not in _REGISTERED:
-        module, _, cls = _BUILTIN[name].partition(":")
+        module, _, cls = scorer_names.BUILTIN[name].partition(":")
         importlib.import_module(module)  # its @register adds it
         if name not in _REGISTERED:  # pragma: no cover - a built-in that forgot to register
             _REGISTERED[name] = getattr(importlib.import_module(module), cls)
