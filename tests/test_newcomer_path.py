@@ -52,6 +52,17 @@ def test_the_demo_source_takes_no_path(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.yaml"]
 
 
+def test_the_demo_data_is_the_same_every_time(tmp_path):
+    from harness.data.prepare import prepare
+
+    loaded = load_training_config(DEMO)
+    a, b = prepare(loaded, tmp_path / "a"), prepare(loaded, tmp_path / "b")
+    assert a.data_sha256 == b.data_sha256 and len(a.items) == 8
+    for x, y in zip(a.items, b.items, strict=True):
+        assert (tmp_path / "a" / x.file).read_bytes() == (tmp_path / "b" / y.file).read_bytes()
+    assert len({it.sha256 for it in a.items}) == 8  # eight different images, not one repeated
+
+
 @pytest.fixture
 def clean_cache(tmp_path, monkeypatch, tiny_model_dir) -> Path:
     """An empty harness cache but for the tiny model (as built offline): no prepared data,
