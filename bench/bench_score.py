@@ -2,14 +2,14 @@
 
 Owns: building the three models `harness score` uses by default and timing the harness's own
 model wrappers (`harness.score.models.AestheticModel.scores`, `ClipModel.embed_images`,
-`ClipModel.embed_texts`), always in float32 as the harness scores.
+`ClipModel.embed_texts`), in the harness's scoring plan (`harness.device`: float32).
 - "full": the real architectures with random weights, built offline: the aesthetic predictor
   (AestheticsPredictorV2Linear over CLIP ViT-L/14 with the default CLIP image processor),
   open_clip ViT-H-14 (`create_model(name, pretrained=None)`) for consistency, and open_clip
   xlm-roberta-base-ViT-B-32 for alignment, its xlm-roberta tower built from a locally written
   config. The xlm-roberta tokenizer files cannot be had offline, so alignment text timing feeds
   fixed random token ids of the real context length: text-tower compute is the same.
-- "tiny": the harness's built-in tiny scorers (`harness.score.tiny`), saved and loaded through
+- "tiny": the harness's built-in tiny scorers (`harness.models.tiny_scorers`), saved and loaded through
   the same loaders as real ones. Their timings say nothing about full-size cost.
 """
 
@@ -19,7 +19,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench.bench_util import Settings, free_memory, log, now, peak_gib, reset_peak
+from bench.bench_util import Settings, log, now, peak_gib, reset_peak
+from harness.device import release
 
 # xlm-roberta-base (the alignment model's text tower) as published; written locally so open_clip's
 # HFTextEncoder builds it without the hub.
@@ -80,13 +81,13 @@ class _RandomTokens:
 
 
 def _resolved(name: str, folder: Path, note: str):
-    from harness.models.registry import SCORING_MODELS
+    from harness.config.registry import SCORING_MODELS
     from harness.models.scoring_registry import ResolvedScoringModel
 
     return ResolvedScoringModel(SCORING_MODELS[name], folder, note)
 
 
-def _full_models(device: str, tmp: Path) -> dict:
+def _full_models(plan, tmp: Path) -> dict:
     import open_clip
     import torch
     from aesthetics_predictor import AestheticsPredictorV2Linear
@@ -95,10 +96,11 @@ def _full_models(device: str, tmp: Path) -> dict:
     from bench.kolors_arch import born_on
     from harness.score.models import AestheticModel, ClipModel
 
+    device, dtype = plan.device, plan.torch_dtype(plan.weights)
     models: dict = {}
     t0 = now(device)
     torch.manual_seed(0)
-    with born_on(device, torch.float32):
+    with born_on(device, dtype):
         aesthetic = AestheticsPredictorV2Linear(CLIPVisionConfig(**VIT_L14)).eval()
     models["aesthetic"] = (
         AestheticModel(
@@ -142,10 +144,11 @@ def _full_models(device: str, tmp: Path) -> dict:
     return models
 
 
-def _tiny_models(device: str, tmp: Path) -> dict:
+def _tiny_models(plan, tmp: Path) -> dict:
+    from harness.models.tiny_scorers import ensure_tiny_scorer
     from harness.score.models import load_aesthetic, load_clip
-    from harness.score.tiny import ensure_tiny_scorer
 
+    device = plan.device
     models: dict = {}
     for key, name, loader in (
         ("aesthetic", "tiny-aesthetic", load_aesthetic),
@@ -159,7 +162,7 @@ def _tiny_models(device: str, tmp: Path) -> dict:
 
 
 def run_score(settings: Settings, state: dict) -> dict:
-    dev = settings.device
+    dev = settings.score.device
     mode = settings.scorers if settings.scorers != "auto" else ("tiny" if settings.tiny else "full")
     images, source = panel_images(settings, state)
     if not state.get("prompts"):
@@ -170,10 +173,10 @@ def run_score(settings: Settings, state: dict) -> dict:
     batch = 8  # harness.config.scoring.ScoringConfig.batch_size default
     components: dict = {}
     with tempfile.TemporaryDirectory(prefix="kolors-bench-score-") as tmp:
-        log(f"score: building the {mode} scoring models on {dev} (float32)")
-        free_memory(dev)
+        log(f"score: building the {mode} scoring models on {dev} ({settings.score.weights})")
+        release()
         reset_peak(dev)
-        models = (_full_models if mode == "full" else _tiny_models)(dev, Path(tmp))
+        models = (_full_models if mode == "full" else _tiny_models)(settings.score, Path(tmp))
         work = {
             "aesthetic": ("aesthetic", lambda m: m.scores(images, batch)),
             "consistency_images": ("consistency", lambda m: m.embed_images(images, batch)),
@@ -192,7 +195,7 @@ def run_score(settings: Settings, state: dict) -> dict:
             }
         peak = peak_gib(dev)
         del models
-    free_memory(dev)
+    release()
     return {
         "models": mode,
         "label": (

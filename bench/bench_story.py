@@ -9,14 +9,18 @@ Owns:
 - `run_floor`: panels x steps guided UNet forwards (batch 2: conditional + unconditional) with
   the pipeline's exact shapes, timed alone, plus the FLOPs of one forward (torch's counter).
 Must not change the harness: the only hook is a per-object wrapper around the pipeline's
-image post-processor that keeps panel 1's float image (removed afterwards).
+image post-processor that keeps panel 1's float image (removed afterwards). Placement goes
+through the harness's loader (`harness.models.loader.place`): staged per phase as the harness
+renders, or every component resident for (a) and the "resident" variant; the dtypes are the
+harness's render plan (`Settings.render`), and memory is freed with `harness.device.release`.
 """
 
 from __future__ import annotations
 
 import contextlib
 
-from bench.bench_util import Settings, allocated_gib, free_memory, log, now, peak_gib, reset_peak
+from bench.bench_util import Settings, allocated_gib, log, now, peak_gib, reset_peak
+from harness.device import release
 
 
 def story_jobs(settings: Settings):
@@ -69,9 +73,10 @@ def get_pipeline(settings: Settings, state: dict):
         from bench.kolors_arch import build_pipeline, param_count
 
         size = "tiny" if settings.tiny else "full-size"
-        log(f"building {size} Kolors on {settings.device} ({settings.dtype_name})")
-        t0 = now(settings.device)
-        pipe = build_pipeline(settings.device, settings.dtype, tiny=settings.tiny)
+        plan = settings.render
+        log(f"building {size} Kolors on {plan.device} ({plan.weights})")
+        t0 = now(plan.device)
+        pipe = build_pipeline(plan.device, plan.torch_dtype(plan.weights), tiny=settings.tiny)
         state["build"] = {
             "seconds": round(now(settings.device) - t0, 3),
             "resident_gib": allocated_gib(settings.device),
@@ -106,7 +111,7 @@ def _plain_call(pipe, job, settings: Settings, steps: int):
 def run_story(settings: Settings, state: dict) -> dict:
     import numpy as np
 
-    from harness.models.loader import stage
+    from harness.models.loader import place
     from harness.render.engine import encode_texts, render
 
     dev = settings.device
@@ -124,12 +129,12 @@ def run_story(settings: Settings, state: dict) -> dict:
     t0 = now(dev)
     render(pipe, jobs[:1], sampling_of(settings).model_copy(update={"steps": 2}), device=dev, progress=False)
     warmup_b = now(dev) - t0
-    pipe.to(dev)  # render() staged the pipeline (ChatGLM on the CPU); (a) wants everything resident
+    place(pipe, dev, resident=True)  # render() staged the pipeline (ChatGLM on the CPU); (a) wants all
     panel1 = encode_texts(pipe, [jobs[0].prompt, jobs[0].negative_prompt], dev)  # for the probe below
 
     log(f"story (a): plain KolorsPipeline, {len(jobs)} calls of {settings.steps} steps")
     float_a: list = []
-    free_memory(dev)
+    release()
     reset_peak(dev)
     t0 = now(dev)
     with keep_first_float_image(pipe, float_a):
@@ -139,8 +144,8 @@ def run_story(settings: Settings, state: dict) -> dict:
 
     log(f"story (b): harness.render.engine.render, batch_size {settings.batch_size}")
     float_b: list = []
-    stage(pipe, "encode", dev)  # untimed: the state load_pipeline leaves a pipeline in
-    free_memory(dev)
+    place(pipe, dev, resident=False)  # untimed: staged for encoding, as load_pipeline leaves it
+    release()
     reset_peak(dev)
     t0 = now(dev)
     with keep_first_float_image(pipe, float_b):
@@ -155,7 +160,7 @@ def run_story(settings: Settings, state: dict) -> dict:
     # the denoise phase of (b) without the encode phase.
     import torch
 
-    free_memory(dev)
+    release()
     reset_peak(dev)
     resident_b = allocated_gib(dev)
     with torch.inference_mode():
@@ -240,12 +245,12 @@ def run_variant(name, pipe, jobs, settings: Settings, seconds_a, seconds_b, imag
     """One variant of the harness path (b): untimed set-up and a 2-step warm-up, then the story."""
     import torch
 
-    from harness.models.loader import stage
+    from harness.models.loader import place
     from harness.render.engine import render
 
     dev = settings.device
     batch = {"batch2": 2, "batch4": 4}.get(name, settings.batch_size)
-    staged = name != "resident"
+    resident = name == "resident"
     memory_format = torch.channels_last if name == "channels_last" else torch.contiguous_format
     what = {
         "resident": "every component stays on the GPU (no staging): speed against the 16 GiB peak",
@@ -257,20 +262,14 @@ def run_variant(name, pipe, jobs, settings: Settings, seconds_a, seconds_b, imag
     try:
         pipe.unet.to(memory_format=memory_format)
         pipe.vae.to(memory_format=memory_format)
-        if staged:
-            stage(pipe, "encode", dev)
-        else:
-            pipe.to(dev)
+        place(pipe, dev, resident=resident)
         warm = sampling_of(settings).model_copy(update={"steps": 2})
-        render(pipe, jobs[:batch], warm, device=dev, batch_size=batch, progress=False, staged=staged)
-        if staged:
-            stage(pipe, "encode", dev)
-        free_memory(dev)
+        render(pipe, jobs[:batch], warm, device=dev, batch_size=batch, progress=False)
+        place(pipe, dev, resident=resident)
+        release()
         reset_peak(dev)
         t0 = now(dev)
-        done = render(
-            pipe, jobs, sampling_of(settings), device=dev, batch_size=batch, progress=False, staged=staged
-        )
+        done = render(pipe, jobs, sampling_of(settings), device=dev, batch_size=batch, progress=False)
         seconds = now(dev) - t0
         peak = peak_gib(dev)
     finally:
@@ -301,7 +300,9 @@ def run_floor(settings: Settings, state: dict) -> dict:
     else:
         from bench.kolors_arch import build_parts
 
-        parts = build_parts(dev, {"unet": settings.dtype}, tiny=settings.tiny)
+        parts = build_parts(
+            dev, {"unet": settings.render.torch_dtype(settings.render.weights)}, tiny=settings.tiny
+        )
         unet = parts["unet"]
         state.setdefault("build", {"params": {"unet": sum(p.numel() for p in unet.parameters())}})
         if settings.compile:
@@ -313,7 +314,7 @@ def run_floor(settings: Settings, state: dict) -> dict:
     cfg = unet.config
     hidden = int(cfg.encoder_hid_dim)
     lat = settings.size // 8
-    dtype = settings.dtype
+    dtype = settings.render.torch_dtype(settings.render.compute)
     gen = torch.Generator("cpu").manual_seed(0)
     x = torch.randn((2, cfg.in_channels, lat, lat), generator=gen).to(dev, dtype)
     ehs = torch.randn((2, 256, hidden), generator=gen).to(dev, dtype)
@@ -347,7 +348,7 @@ def run_floor(settings: Settings, state: dict) -> dict:
             log(f"floor: FLOP counting failed ({type(e).__name__}: {e})")
 
         log(f"floor: {settings.panels} x {settings.steps} UNet forwards at batch 2 ({source})")
-        free_memory(dev)
+        release()
         reset_peak(dev)
         t0 = now(dev)
         for _ in range(settings.panels):

@@ -10,6 +10,10 @@ from:
   `enc.latents[i]` and `enc.texts[caption]`; here those lookups run the encoders.
 - "cached": as `harness.train.cache.encode_all`, latents (VAE in float32) and embeddings are
   computed once, both encoders are released, then the UNet is built and trained alone.
+Devices and dtypes are the harness's training plan (`Settings.train`, from `harness.device`):
+UNet weights and autocast by mixed precision, the text encoder in the plan's text-encoder dtype,
+the cached way's VAE in the plan's VAE dtype (float32); the baseline way's VAE runs in the UNet's
+dtype, as DiffSynth does. Memory is freed with `harness.device.release`.
 Nothing is written except the loop's (unused) run folder under a temporary directory.
 """
 
@@ -18,7 +22,8 @@ from __future__ import annotations
 import tempfile
 from types import SimpleNamespace
 
-from bench.bench_util import Settings, free_memory, log, now, peak_gib, reset_peak
+from bench.bench_util import Settings, log, now, peak_gib, reset_peak
+from harness.device import MIXED_PRECISION_OF, release
 
 CAPTION = "二次元"  # every caption of the DiffSynth baseline
 MAX_TOKENS = 256
@@ -89,9 +94,7 @@ class _EveryStep:
 def _config(settings: Settings, steps: int):
     from harness.config.training import DataConfig, LoraConfigSpec, TrainingConfig
 
-    mixed = "no"
-    if settings.device == "cuda" and settings.dtype_name != "float32":
-        mixed = "bf16" if settings.dtype_name == "bfloat16" else "fp16"
+    mixed = MIXED_PRECISION_OF[settings.train.weights]  # the plan was made from this mixed precision
     return TrainingConfig(
         data=DataConfig(source="folder", path="(benchmark: one in-memory image)"),
         resolution=settings.size,
@@ -118,7 +121,7 @@ def _train(settings: Settings, unet, enc, scheduler_config, out_dir) -> dict:
         examples=examples,
         key="kolors-bench",
         out=out_dir,
-        device=dev,
+        plan=settings.train,
         scheduler_config=scheduler_config,
         resume_from=None,
         progress=False,
@@ -148,11 +151,14 @@ def _train(settings: Settings, unet, enc, scheduler_config, out_dir) -> dict:
 def run_baseline_way(settings: Settings, out_dir) -> dict:
     from bench.kolors_arch import build_parts
 
-    dev, dt = settings.device, settings.dtype
+    plan = settings.train
+    dev, dt = plan.device, plan.torch_dtype(plan.weights)
     log("train (baseline way): building UNet, VAE and text encoder on the device")
-    free_memory(dev)
+    release()
     reset_peak(dev)
-    parts = build_parts(dev, {"unet": dt, "vae": dt, "text_encoder": dt}, tiny=settings.tiny)
+    parts = build_parts(
+        dev, {"unet": dt, "vae": dt, "text_encoder": plan.torch_dtype(plan.text_encoder)}, tiny=settings.tiny
+    )
     te, tok, vae = parts["text_encoder"], parts["tokenizer"], parts["vae"]
     px = _image(settings.size)
     enc = _EveryStep(lambda i: encode_image(vae, px, dev), lambda text: encode_caption(te, tok, text, dev))
@@ -160,23 +166,23 @@ def run_baseline_way(settings: Settings, out_dir) -> dict:
     result = _train(settings, parts["unet"], enc, parts["scheduler"].config, out_dir)
     result["encoder_calls"] = dict(enc.counts)
     result["what"] = "VAE-encode the image and text-encode the caption at every step (DiffSynth baseline)"
-    result["vae_dtype"] = settings.dtype_name
+    result["vae_dtype"] = plan.weights
+    result["text_encoder_dtype"] = plan.text_encoder
     return result  # the models go with this frame; run_train frees the memory
 
 
 def run_cached(settings: Settings, out_dir) -> dict:
-    import torch
-
     from bench.kolors_arch import build_parts
-    from harness.device import free_memory as harness_free_memory
     from harness.train.cache import EncodedData
 
-    dev, dt = settings.device, settings.dtype
-    log("train (cached): encoding once with the VAE (float32) and the text encoder")
-    free_memory(dev)
+    plan = settings.train
+    dev = plan.device
+    log(f"train (cached): encoding once with the VAE ({plan.vae}) and the text encoder ({plan.text_encoder})")
+    release()
     reset_peak(dev)
     t0 = now(dev)
-    parts = build_parts(dev, {"vae": torch.float32, "text_encoder": dt}, tiny=settings.tiny)
+    te_vae = {"vae": plan.torch_dtype(plan.vae), "text_encoder": plan.torch_dtype(plan.text_encoder)}
+    parts = build_parts(dev, te_vae, tiny=settings.tiny)
     enc = EncodedData()
     enc.latents.append(encode_image(parts["vae"], _image(settings.size), dev).cpu())
     embeds, pooled = encode_caption(parts["text_encoder"], parts["tokenizer"], CAPTION, dev)
@@ -185,17 +191,18 @@ def run_cached(settings: Settings, out_dir) -> dict:
     encode_peak = peak_gib(dev)
     scheduler_config = parts["scheduler"].config
     del parts
-    harness_free_memory()  # the harness's own release after encoding: gc + empty_cache
+    release()  # as harness.train.cache does after encoding
 
     reset_peak(dev)
     log("train (cached): building the UNet alone")
-    unet = build_parts(dev, {"unet": dt}, tiny=settings.tiny)["unet"]
+    unet = build_parts(dev, {"unet": plan.torch_dtype(plan.weights)}, tiny=settings.tiny)["unet"]
     log(f"train (cached): {settings.train_warmup} warm-up + {settings.train_steps} timed steps")
     result = _train(settings, unet, enc, scheduler_config, out_dir)
     result["what"] = "latents and embeddings computed once, encoders released; UNet forward/backward only"
     result["encode_once_s"] = round(encode_s, 4)
     result["encode_peak_vram_gib"] = encode_peak
-    result["vae_dtype"] = "float32"
+    result["vae_dtype"] = plan.vae
+    result["text_encoder_dtype"] = plan.text_encoder
     return result
 
 
@@ -211,7 +218,7 @@ def run_train(settings: Settings, state: dict) -> dict:
             except Exception as e:
                 out[name] = error_record(e)
                 log(f"train ({name}) failed: {type(e).__name__}: {e}")
-            free_memory(settings.device)
+            release()
     a, b = out.get("baseline_way", {}), out.get("cached", {})
     if a.get("status") == "ok" and b.get("status") == "ok":
         out["speedup_cached_over_baseline"] = round(b["steps_per_s"] / a["steps_per_s"], 4)

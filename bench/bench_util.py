@@ -1,19 +1,24 @@
-"""Small shared pieces of the benchmark: settings, clocks, GPU memory, freeing, machine facts.
+"""Small shared pieces of the benchmark: settings, clocks, GPU memory, machine facts.
 
-Owns: the `Settings` every section reads, synchronised timing (a CUDA clock reading means
-nothing until the queued kernels are done), peak-memory bookkeeping (reset at the start of each
-measured part), and the machine/library description written into the result.
+Owns: the `Settings` every section reads (with the harness's device plans for rendering,
+training and scoring, decided once by `harness.device`), synchronised timing (a CUDA clock
+reading means nothing until the queued kernels are done), peak-memory bookkeeping (reset at the
+start of each measured part), and the machine/library description written into the result.
+Freeing memory is the harness's own `harness.device.release`.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import platform
 import sys
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.device import Plan
 
 GIB = 1024**3
 
@@ -21,7 +26,10 @@ GIB = 1024**3
 @dataclass
 class Settings:
     device: str  # "cuda" or "cpu"
-    dtype_name: str  # "bfloat16", "float16" or "float32"
+    dtype_name: str  # the render weights: "bfloat16", "float16" or "float32"
+    render: "Plan"  # harness.device.plan("render", ...): the story and floor sections
+    train: "Plan"  # harness.device.plan("train", ...): the train section
+    score: "Plan"  # harness.device.plan("score", ...): the score section
     tiny: bool
     size: int
     steps: int
@@ -89,15 +97,6 @@ def allocated_gib(device: str) -> float | None:
     return round(torch.cuda.memory_allocated() / GIB, 3)
 
 
-def free_memory(device: str) -> None:
-    gc.collect()
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-
-
 def _version(name: str) -> str:
     try:
         return metadata.version(name)
@@ -109,6 +108,8 @@ def environment(device: str) -> dict:
     """GPU, CPU and library versions: enough to know what the numbers were measured on."""
     import torch
 
+    from harness.device import probe
+
     gpu = None
     if device == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -116,6 +117,7 @@ def environment(device: str) -> dict:
             "name": torch.cuda.get_device_name(0),
             "memory_gib": round(props.total_memory / GIB, 1),
             "capability": f"{props.major}.{props.minor}",
+            "bf16_supported": probe().bf16,
             "cuda": torch.version.cuda,
             "driver_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         }

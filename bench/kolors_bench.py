@@ -24,6 +24,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: `bench` and `harness` importable
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_util import Settings, environment, error_record, free_memory, log  # noqa: E402
+from bench.bench_util import Settings, environment, error_record, log  # noqa: E402
 
 SECTIONS = ("story", "floor", "train", "score")
 DEFAULT_STORY = ROOT / "stories" / "cat-and-youth.yaml"
@@ -53,9 +54,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark the harness's Kolors paths: story render, UNet floor, LoRA training, scoring.",
     )
     p.add_argument("--out", required=True, type=Path, help="JSON result file")
-    p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
+    p.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default=None,
+        help="default: the harness's choice (harness.device): cuda when available, cpu for --tiny",
+    )
     p.add_argument("--tiny", action="store_true", help="the harness's tiny Kolors instead of full size")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: bf16 on cuda, fp32 on cpu")
+    p.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default=None,
+        help="render weights; default: the harness's (bf16 on a cuda GPU that supports it, else fp16; "
+        "fp32 on cpu and for --tiny). Training follows it as mixed_precision",
+    )
     p.add_argument(
         "--size", type=int, default=None, help="image side in pixels (default 1024; 64 with --tiny)"
     )
@@ -110,13 +122,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
-    import torch
+def plans(args: argparse.Namespace, caps=None) -> dict:
+    """The harness's device plans for the benchmark's request (`caps`: this machine's by default).
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("kolors_bench: --device cuda: no CUDA device is available on this machine")
-    dtype = args.dtype or ("bf16" if device == "cuda" else "fp32")
+    Rendering uses --dtype when given; training runs with the mixed precision of those weights
+    (none on the CPU), scoring in float32: what `harness run` and `harness train` would do.
+    """
+    from harness import device as hdev
+    from harness.errors import HarnessError
+
+    try:
+        device = hdev.pick_device(args.device or "auto", tiny=args.tiny, caps=caps)
+        weights = DTYPES[args.dtype] if args.dtype else None
+        render = hdev.plan("render", device, tiny=args.tiny, weights=weights, caps=caps)
+        mixed = hdev.MIXED_PRECISION_OF[render.weights] if device == "cuda" else "no"
+        return {
+            "render": render,
+            "train": hdev.plan("train", device, tiny=args.tiny, mixed_precision=mixed, caps=caps),
+            "score": hdev.plan("score", device, caps=caps),
+        }
+    except HarnessError as e:
+        raise SystemExit(f"kolors_bench: {e}") from None
+
+
+def make_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
+    chosen = plans(args)
+    device = chosen["render"].device
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown or not sections:
@@ -137,7 +168,8 @@ def make_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         raise SystemExit("kolors_bench: --panels and --batch-size must be at least 1")
     settings = Settings(
         device=device,
-        dtype_name=DTYPES[dtype],
+        dtype_name=chosen["render"].weights,
+        **chosen,
         tiny=args.tiny,
         size=size,
         steps=args.steps or (4 if args.tiny else 50),
@@ -313,11 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     from bench.bench_score import run_score
     from bench.bench_story import run_floor, run_story
     from bench.bench_train import run_train
+    from harness.device import release
 
     if settings.determinism == "harness":  # before any CUDA work: cuBLAS reads its workspace setting once
-        from harness.device import Placement, make_deterministic
+        from harness.device import make_deterministic
 
-        make_deterministic(Placement(settings.device, settings.dtype_name))
+        make_deterministic(settings.render.placement)
     runners = {"story": run_story, "floor": run_floor, "train": run_train, "score": run_score}
     raw_argv = sys.argv if argv is None else ["bench/kolors_bench.py", *argv]
     result: dict = {
@@ -330,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "device": settings.device,
             "dtype": settings.dtype_name,
+            "plans": {p.role: asdict(p) for p in (settings.render, settings.train, settings.score)},
             "tiny": settings.tiny,
             "size": settings.size,
             "steps": settings.steps,
@@ -366,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             result["model"] = state["build"]
         if name == "floor" or (name == "story" and "floor" not in sections):
             state.pop("pipe", None)  # the pipeline is shared by story and floor only
-        free_memory(settings.device)
+        release()
         result.update(summarize(result))
         write_json(args.out, result)
     state.clear()

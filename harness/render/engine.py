@@ -58,27 +58,23 @@ def render(
     batch_size: int = 1,
     progress: bool = True,
     on_batch=None,
-    staged: bool = True,
 ) -> list[tuple[PanelJob, "Image.Image"]]:
     """Render `jobs`; calls `on_batch(list of (job, image))` after each batch if given.
 
-    `staged` (the default) moves components per phase (`harness.models.loader.stage`); False
-    leaves the pipeline where it is (every component already on `device`: the benchmark's
-    all-resident variant).
+    Each phase's components are put on `device` first (`harness.models.loader.stage`: the
+    text encoder for encoding, then the UNet and VAE; a pipeline `place`d resident keeps all).
     """
     import torch
     from tqdm.auto import tqdm
 
+    from harness.config.schedulers import make_scheduler
     from harness.models.loader import stage
-    from harness.models.schedulers import make_scheduler
 
     original_scheduler = pipe.scheduler
     base_scheduler_config = original_scheduler.config
-    if staged:
-        stage(pipe, "encode", device)
+    stage(pipe, "encode", device)
     encoded = encode_texts(pipe, [t for j in jobs for t in (j.prompt, j.negative_prompt)], device)
-    if staged:
-        stage(pipe, "denoise", device)  # ChatGLM leaves the GPU before the UNet arrives
+    stage(pipe, "denoise", device)  # ChatGLM leaves the GPU before the UNet arrives
 
     bar = tqdm(
         total=len(jobs) * sampling.steps, desc="denoising", unit="step", disable=not progress, leave=True

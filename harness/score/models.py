@@ -1,8 +1,9 @@
 """Load scoring models once and run them in batches: the aesthetic predictor and open_clip.
 
-Owns: loading a resolved scoring model onto the scoring device (always float32, so scores do not
-depend on a GPU's half-precision support), embedding images and texts in batches, and a cache so
-a model shared by two scores (or by consistency and the reproducibility check) loads once.
+Owns: loading a resolved scoring model onto the scoring device in the scoring dtypes (both from
+`harness.device.plan("score", ...)`: float32, so scores do not depend on a GPU's half-precision
+support), embedding images and texts in batches, and a cache so a model shared by two scores (or
+by consistency and the reproducibility check) loads once.
 """
 
 from __future__ import annotations
@@ -16,11 +17,22 @@ from harness.errors import HarnessError, first_line
 from harness.models.scoring_registry import ResolvedScoringModel, ScoringKind, lookup, resolve_scoring_model
 
 
-def scoring_device(requested: str) -> str:
-    """cpu or cuda, decided by the harness's one device policy (dtype is always float32 here)."""
-    from harness.device import choose
+def scoring_plan(requested: str = "auto"):
+    """The scoring role's device and dtypes under the harness's one device policy."""
+    from harness import device as dev
 
-    return choose("local", requested).device  # type: ignore[arg-type]
+    return dev.plan("score", requested)
+
+
+def scoring_device(requested: str) -> str:
+    """cpu or cuda for a --device request (see `scoring_plan`)."""
+    return scoring_plan(requested).device
+
+
+def _to_scoring(model, device: str):
+    """The model in eval mode on `device`, in the scoring role's weight dtype."""
+    plan = scoring_plan(device)
+    return model.eval().to(device=plan.device, dtype=plan.torch_dtype(plan.weights))
 
 
 def _chunks(items: list, size: int):
@@ -62,7 +74,7 @@ def load_aesthetic(resolved: ResolvedScoringModel, device: str) -> AestheticMode
         raise HarnessError(
             f"aesthetic model {resolved.spec.name} ({resolved.folder}): {first_line(e)}"
         ) from None
-    return AestheticModel(resolved, model.eval().to(device), processor, device)
+    return AestheticModel(resolved, _to_scoring(model, device), processor, device)
 
 
 @dataclass
@@ -197,7 +209,7 @@ def load_clip(resolved: ResolvedScoringModel, device: str) -> ClipModel:
         raise HarnessError(
             f"open_clip model {resolved.spec.name} ({resolved.folder}): {first_line(e)}"
         ) from None
-    return ClipModel(resolved, model.eval(), preprocess, tokenizer, device)
+    return ClipModel(resolved, _to_scoring(model, device), preprocess, tokenizer, device)
 
 
 class ModelCache:
@@ -235,12 +247,12 @@ class ModelCache:
         """Move every loaded model off the accelerator; on the CPU nothing moves."""
         if not self._loaded or self.device == "cpu":
             return
-        import torch
+        from harness.device import release
 
         for key, loaded in self._loaded.items():
             loaded.model.to("cpu")
             self._parked.add(key)
-        torch.cuda.empty_cache()
+        release(collect=False)
 
 
 # A judges' batch (`verify --all`) scores bundle after bundle with the same models: one cache per
@@ -259,8 +271,8 @@ def shared_cache(device: str = "auto", pins: Mapping[str, str] | None = None) ->
 
 def release_scoring_models() -> None:
     """Drop the shared cache and give its memory back."""
-    from harness.device import free_memory
+    from harness.device import release
 
     if _shared:
         _shared.clear()
-        free_memory()
+        release()

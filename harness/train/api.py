@@ -17,11 +17,11 @@ from typing import Any
 from harness import __version__
 from harness.config.training import LoadedTrainingConfig, load_training_config
 from harness.config.yamlio import MAX_CONFIG_BYTES
-from harness.device import free_memory
+from harness.device import release
 from harness.errors import HarnessError
+from harness.lora.export import DIFFUSERS_FILE
 from harness.safeio import read_bytes, write_atomic
 from harness.train import outdir
-from harness.train.export import DIFFUSERS_FILE
 
 CONFIG_COPY = "config.yaml"
 
@@ -97,14 +97,8 @@ def train(
     from harness.train import checkpoint, loop
     from harness.versions import library_versions
 
-    placement = dev.choose(model.ref.source, device)  # type: ignore[arg-type]
-    if cfg.mixed_precision != "no" and placement.device != "cuda":
-        raise HarnessError(
-            f'mixed_precision {cfg.mixed_precision} needs a CUDA device; use mixed_precision: "no" on the CPU'
-        )
-    if cfg.mixed_precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise HarnessError("mixed_precision bf16 is not supported by this GPU; use fp16")
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+    # Device, UNet/autocast dtype and text-encoder dtype: the one policy (mixed_precision checks too).
+    plan = dev.plan("train", device, tiny=model.ref.source == "tiny", mixed_precision=cfg.mixed_precision)
     folder = model.folder
     unet_config = UNet2DConditionModel.load_config(str(folder / "unet"))
     with torch.device("meta"):
@@ -139,8 +133,8 @@ def train(
         "model": {"ref": str(model.ref), "sha256": model.sha256},
         "seed": cfg.seed,
         "placement": {
-            "device": placement.device,
-            "weight_dtype": str(weight_dtype).removeprefix("torch."),
+            "device": plan.device,
+            "weight_dtype": plan.weights,
             "mixed_precision": cfg.mixed_precision,
         },
         "libraries": library_versions(),
@@ -148,22 +142,22 @@ def train(
     outdir.write_manifest(out, manifest)  # first: the marker that makes the folder the harness's
     write_atomic(out / CONFIG_COPY, read_bytes(loaded.path, max_bytes=MAX_CONFIG_BYTES, follow_links=True))
 
-    dev.make_deterministic(placement)
+    dev.make_deterministic(plan.placement)
     threads = torch.get_num_threads()
-    if placement.device == "cpu":
+    if plan.device == "cpu":
         # One thread: CPU bytes then do not depend on the core count (and the tiny model is faster).
         torch.set_num_threads(1)
     try:
         unet, result, t_encode, t_train, enc = _encode_and_train(
-            loaded, out, data, folder, exs, key, placement, weight_dtype, manifest, resume_from, progress
+            loaded, out, data, folder, exs, key, plan, manifest, resume_from, progress
         )
     finally:
         torch.set_num_threads(threads)
 
     from peft.utils import get_peft_model_state_dict
 
+    from harness.lora.export import write_all
     from harness.lora.formats import LoraMeta
-    from harness.train.export import write_all
     from harness.train.plots import write_loss_csv, write_loss_plot
 
     meta = LoraMeta(cfg.lora.rank, float(cfg.lora.alpha), tuple(cfg.lora.target_modules), cfg.lora.dora)
@@ -192,9 +186,7 @@ def train(
     return TrainResult(out, manifest, reused=False)
 
 
-def _encode_and_train(
-    loaded, out, data, folder, exs, key, placement, weight_dtype, manifest, resume_from, progress
-):
+def _encode_and_train(loaded, out, data, folder, exs, key, plan, manifest, resume_from, progress):
     import torch
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
 
@@ -209,7 +201,6 @@ def _encode_and_train(
     digests = cache_dir() / "digests.json"
     v = cfg.validation
     texts = [e.item.caption for e in exs] + (list(v.prompts) + [v.negative_prompt] if v.prompts else [])
-    te_dtype = torch.float32 if placement.device == "cpu" else placement.dtype
     enc, vae = encode_all(
         data.folder,
         folder,
@@ -218,8 +209,9 @@ def _encode_and_train(
         resolution=cfg.resolution,
         vae_sha256=sha256_tree(folder / "vae", digests),
         te_sha256=sha256_tree(folder / "text_encoder", digests),
-        device=placement.device,
-        te_dtype=te_dtype,
+        device=plan.device,
+        te_dtype=plan.torch_dtype(plan.text_encoder),
+        vae_dtype=plan.torch_dtype(plan.vae),
         cache_root=cache_dir() / "train-cache",
         keep_vae=bool(v.prompts),
         progress=progress,
@@ -230,17 +222,17 @@ def _encode_and_train(
         str(folder),
         subfolder="unet",
         variant=weights_variant(folder),
-        torch_dtype=weight_dtype,
+        torch_dtype=plan.torch_dtype(plan.weights),
         local_files_only=True,
     )
-    unet.to(placement.device)
+    unet.to(plan.device)
     loop.add_lora(unet, cfg)
     scheduler_config = EulerDiscreteScheduler.load_config(str(folder / "scheduler"))
 
     def on_validate(step: int) -> list[str]:
         from harness.train.validation import render_validation
 
-        paths = render_validation(unet, vae, scheduler_config, enc.texts, cfg, step, out, placement.device)
+        paths = render_validation(unet, vae, scheduler_config, enc.texts, cfg, step, out, plan.device)
         return [p.relative_to(out).as_posix() for p in paths]
 
     def on_checkpoint(step: int, partial) -> None:
@@ -259,7 +251,7 @@ def _encode_and_train(
             examples=exs,
             key=key,
             out=out,
-            device=placement.device,
+            plan=plan,
             scheduler_config=scheduler_config,
             resume_from=resume_from,
             progress=progress,
@@ -267,7 +259,7 @@ def _encode_and_train(
             on_checkpoint=on_checkpoint,
         )
     except torch.cuda.OutOfMemoryError:
-        free_memory()
+        release()
         raise HarnessError(_oom_message(cfg)) from None
     t_train = time.perf_counter() - t1
     if v.prompts:

@@ -13,7 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from harness.device import free_memory
+from harness.device import release
 from harness.errors import HarnessError
 from harness.safeio import write_atomic
 from harness.train.dataset import Example, pixels
@@ -63,11 +63,17 @@ def encode_all(
     te_sha256: str,
     device: str,
     te_dtype,
+    vae_dtype,
     cache_root: Path,
     keep_vae: bool,
     progress: bool = True,
 ):
-    """Return (EncodedData, vae or None). Loads each encoder only when something is missing."""
+    """Return (EncodedData, vae or None). Loads each encoder only when something is missing.
+
+    `te_dtype` and `vae_dtype` are the training plan's (`harness.device.plan("train", ...)`);
+    they are part of the cache keys, so embeddings made in half precision never stand in for
+    float32 ones.
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -85,13 +91,19 @@ def encode_all(
                 h=ex.scaled_h,
                 vae=vae_sha256,
                 mode="mean",
+                dtype=str(vae_dtype).removeprefix("torch."),
             )
             + ".safetensors"
         )
         for ex in examples
     ]
     text_paths = {
-        t: cache_root / "text" / (_key(text=t, te=te_sha256, max_tokens=MAX_TOKENS) + ".safetensors")
+        t: cache_root
+        / "text"
+        / (
+            _key(text=t, te=te_sha256, max_tokens=MAX_TOKENS, dtype=str(te_dtype).removeprefix("torch."))
+            + ".safetensors"
+        )
         for t in dict.fromkeys(texts)
     }
 
@@ -102,14 +114,14 @@ def encode_all(
 
         vae = (
             AutoencoderKL.from_pretrained(
-                str(model_folder), subfolder="vae", torch_dtype=torch.float32, local_files_only=True
+                str(model_folder), subfolder="vae", torch_dtype=vae_dtype, local_files_only=True
             )
             .to(device)
             .eval()
         )
     with torch.no_grad():
         for i in tqdm(missing_lat, desc="encoding images", disable=not progress or not missing_lat):
-            px = pixels(folder, examples[i], resolution).to(device)
+            px = pixels(folder, examples[i], resolution).to(device, vae_dtype)
             lat = vae.encode(px).latent_dist.mean * vae.config.scaling_factor
             _save(lat_paths[i], {"latent": lat.float()})
     for p in lat_paths:
@@ -136,7 +148,7 @@ def encode_all(
         vae = None
     elif vae is not None:
         vae.to("cpu")
-    free_memory()  # before the UNet is loaded
+    release()  # before the UNet is loaded
     return enc, vae
 
 
@@ -168,4 +180,4 @@ def _encode_texts(
             pooled = out.hidden_states[-1][-1, :, :].float()
             _save(paths[t], {"embeds": embeds, "pooled": pooled})
     del te
-    free_memory()  # before the UNet is loaded
+    release()  # before the UNet is loaded

@@ -3,7 +3,8 @@
 Owns: adapter injection and its checks, optimizer and LR schedule, the data order (a seeded
 permutation per epoch, so it is a pure function of seed and epoch), noise and timesteps (drawn
 from one CPU generator whose state is checkpointed), min-SNR weighting, noise offset, mixed
-precision, gradient accumulation and clipping. Same config + seed on the CPU => same bytes,
+precision (autocast in the compute dtype of `harness.device.plan("train", ...)`, a grad scaler
+for float16), gradient accumulation and clipping. Same config + seed on the CPU => same bytes,
 with or without a kill and `--resume` in between.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config.training import TrainingConfig
+from harness.device import Plan
 from harness.errors import HarnessError
 
 # Test hook: stall forever after the checkpoint of this step is written (so a test can SIGKILL).
@@ -97,7 +99,7 @@ def run(
     examples,
     key: str,
     out: Path,
-    device: str,
+    plan: Plan,
     scheduler_config,
     resume_from: Path | None,
     progress: bool,
@@ -140,8 +142,9 @@ def run(
     lr_scheduler = get_scheduler(
         cfg.schedule.name, optimizer, num_warmup_steps=cfg.schedule.warmup_steps, num_training_steps=steps
     )
-    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
-    scaler = torch.amp.GradScaler("cuda") if cfg.mixed_precision == "fp16" else None
+    device = plan.device
+    amp_dtype = plan.torch_dtype(plan.compute)  # under autocast only when the policy says half
+    scaler = torch.amp.GradScaler("cuda") if plan.compute == "float16" else None  # fp16 needs scaling
     noise_gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -182,9 +185,7 @@ def run(
             noise = noise.to(device)
             noisy = noise_sched.add_noise(latents, noise, t.to(device))
             weight_dtype = next(p for p in unet.parameters() if not p.requires_grad).dtype
-            with torch.autocast(
-                device_type=device, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-            ):
+            with torch.autocast(device_type=device, dtype=amp_dtype, enabled=plan.autocast):
                 pred = unet(
                     noisy.to(weight_dtype),
                     t.to(device),
