@@ -143,6 +143,7 @@ def run(
         cfg.schedule.name, optimizer, num_warmup_steps=cfg.schedule.warmup_steps, num_training_steps=steps
     )
     device = plan.device
+    weight_dtype = plan.torch_dtype(plan.weights)  # the frozen UNet's; inputs are cast to it
     amp_dtype = plan.torch_dtype(plan.compute)  # under autocast only when the policy says half
     scaler = torch.amp.GradScaler("cuda") if plan.compute == "float16" else None  # fp16 needs scaling
     noise_gen = torch.Generator().manual_seed(cfg.seed)
@@ -184,7 +185,6 @@ def run(
             t = torch.randint(0, num_t, (latents.shape[0],), generator=noise_gen)
             noise = noise.to(device)
             noisy = noise_sched.add_noise(latents, noise, t.to(device))
-            weight_dtype = next(p for p in unet.parameters() if not p.requires_grad).dtype
             with torch.autocast(device_type=device, dtype=amp_dtype, enabled=plan.autocast):
                 pred = unet(
                     noisy.to(weight_dtype),
