@@ -38,6 +38,11 @@ def add_parsers(sub) -> None:
         metavar="SECONDS",
         help="time one bundle may take to index; past it the bundle is a row saying so (default 300)",
     )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="read every bundle again (default: only new bundles and those whose files' stats changed)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_build)
 
@@ -76,6 +81,7 @@ def cmd_build(args) -> int:
         threshold=args.threshold,
         progress=not args.quiet,
         timeout=args.bundle_timeout,
+        full=args.full,
     )
     print(f"{_db(args)}: {report.line()}")
     return 0

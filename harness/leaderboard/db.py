@@ -8,10 +8,16 @@ and the read-only queries the views use.
   `build` (the index is derived from the bundles, so migrating means recreating the tables in the
   same transaction and refilling them from the scan); the read-only views refuse it with a line
   that says to run `harness leaderboard build`. A newer schema is refused by both.
-- A sync is one `BEGIN IMMEDIATE` transaction: upserts keyed by folder, a row rewritten only when
-  what the bundle contributes changed (its digest, its verdict, the gate), rows of bundles that
-  are gone deleted. With WAL, readers see the index before or after a sync, never half of one;
-  two indexers serialise on the write lock (busy timeout), so the index stays consistent.
+- Each row also keeps what the build needs to skip its bundle next time: the bundle's stat
+  fingerprint (`stats.py`; NULL: read it again) and the hash of its judges' ledger record; the
+  meta table keeps the rules the rows were made under and the ledger file's stats. `prior`
+  hands these to the next build.
+- A sync is one `BEGIN IMMEDIATE` transaction: upserts keyed by folder for the bundles the build
+  read, a row rewritten only when what the bundle contributes changed (its digest, its verdict,
+  the gate) - otherwise at most its fingerprint is refreshed -, rows of bundles the build kept
+  unread left as they are, rows of bundles that are gone deleted. With WAL, readers see the
+  index before or after a sync, never half of one; two indexers serialise on the write lock
+  (busy timeout), so the index stays consistent.
 - SQLite follows links when it opens a file, so `build` first refuses an index, or a -wal, -shm
   or -journal file beside it, that is a symlink, a hard link to another name, or not a regular
   file: the index never writes through something planted next to it.
@@ -33,7 +39,7 @@ from harness.leaderboard.entry import Entry
 from harness.leaderboard.ranking import DEFAULT_RANKING, Ranking
 
 APPLICATION_ID = 0x4B4C4231  # "KLB1": a harness leaderboard index
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: stat fingerprints (an unchanged bundle is not read again)
 BUSY_TIMEOUT_S = 120.0
 DB_NAME = ".leaderboard.sqlite"  # default: inside the submissions root (find_bundles skips dot files)
 
@@ -58,17 +64,39 @@ CREATE TABLE bundles (
     verdict TEXT,
     search TEXT NOT NULL,
     entry TEXT NOT NULL,
-    indexed TEXT NOT NULL
+    indexed TEXT NOT NULL,
+    stat_paths BLOB,
+    stat_digest TEXT,
+    ledger_token TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX bundles_digest ON bundles (digest);
 """
 _COLUMNS = (
     "path digest verdict_sha256 team name title model_id created status reason aesthetic consistency "
-    "alignment reproducibility source verdict search entry indexed"
+    "alignment reproducibility source verdict search entry indexed stat_paths stat_digest ledger_token"
 ).split()
 TABLE_COLUMNS = (
     "rank path team name title aesthetic consistency alignment reproducibility status reason source verdict"
 ).split()
+
+
+@dataclass
+class Indexed:
+    """A row the build made (a bundle it read, or a folder it could not list) and what lets the
+    next build skip that bundle: its stat fingerprint and its ledger record's hash."""
+
+    entry: Entry
+    stat_paths: bytes | None = None  # see stats.Fingerprint; None with stat_digest None
+    stat_digest: str | None = None  # None: read the bundle again at the next build
+    ledger_token: str = ""
+
+
+@dataclass
+class Prior:
+    """What the index recorded at the last build, for the next one to compare with."""
+
+    rows: dict[str, tuple[bytes, str, str]]  # path -> (stat paths, stat digest, ledger token)
+    ledger_stats: str  # the ledger file's stats then ("" when unknown)
 
 
 @dataclass
@@ -77,11 +105,13 @@ class SyncReport:
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
+    read: int = 0  # bundles read (parsed and hashed) by this build; the rest were only stat-ed
     migrated_from: int | None = None
 
     def line(self) -> str:
         text = (
             f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, {self.removed} removed"
+            f"; {self.read} bundles read"
         )
         if self.migrated_from is not None:
             text += f" (index migrated from schema {self.migrated_from} to {SCHEMA_VERSION})"
@@ -179,7 +209,8 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _row(entry: Entry, now: str) -> dict[str, Any]:
+def _row(item: Indexed, now: str) -> dict[str, Any]:
+    entry = item.entry
     return {
         "path": entry.path,
         "digest": entry.digest,
@@ -200,11 +231,43 @@ def _row(entry: Entry, now: str) -> dict[str, Any]:
         "search": entry.search_text,
         "entry": json.dumps(entry.to_json(), ensure_ascii=False, sort_keys=True),
         "indexed": now,
+        "stat_paths": item.stat_paths if item.stat_digest is not None else None,
+        "stat_digest": item.stat_digest,
+        "ledger_token": item.ledger_token,
     }
 
 
-def sync(conn: sqlite3.Connection, path: Path, entries: list[Entry], meta: dict[str, str]) -> SyncReport:
-    """Make the index hold exactly `entries`, in one transaction (see the module docstring)."""
+LEDGER_STATS = "ledger_stats"  # meta key: the judges' ledger file's stats at the last build
+
+
+def prior(conn: sqlite3.Connection, path: Path, rules: dict[str, str]) -> Prior:
+    """The fingerprints of the last build, or none when the index is new, of another schema, or
+    was built under other rules (then every bundle is read again)."""
+    try:
+        if _check_identity(conn, path) != SCHEMA_VERSION:
+            return Prior({}, "")
+        meta = read_meta(conn)
+        if any(meta.get(k) != v for k, v in rules.items()):
+            return Prior({}, "")
+        rows = conn.execute(
+            "SELECT path, stat_paths, stat_digest, ledger_token FROM bundles WHERE stat_digest IS NOT NULL"
+        ).fetchall()
+    except sqlite3.DatabaseError as e:
+        raise HarnessError(f"{path}: could not read the index ({e})") from None
+    return Prior({r[0]: (bytes(r[1]), r[2], r[3]) for r in rows}, meta.get(LEDGER_STATS, ""))
+
+
+def sync(
+    conn: sqlite3.Connection,
+    path: Path,
+    items: list[Indexed],
+    kept: set[str],
+    rules: dict[str, str],
+    state: dict[str, str] | None = None,
+) -> SyncReport:
+    """Make the index hold `items`, keep the rows of the `kept` paths as they are, and delete
+    every other row, in one transaction (see the module docstring). `rules`: what the rows were
+    made under (compared with the last build's); `state`: other meta values to record."""
     report = SyncReport()
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     placeholders = ", ".join(f":{c}" for c in _COLUMNS)
@@ -213,6 +276,7 @@ def sync(conn: sqlite3.Connection, path: Path, entries: list[Entry], meta: dict[
         f"INSERT INTO bundles ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
         f"ON CONFLICT (path) DO UPDATE SET {updates}"
     )
+    refresh = "UPDATE bundles SET stat_paths = ?, stat_digest = ?, ledger_token = ? WHERE path = ?"
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -222,26 +286,38 @@ def sync(conn: sqlite3.Connection, path: Path, entries: list[Entry], meta: dict[
                     report.migrated_from = version
                 _create(conn)
             old_meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            same_rules = all(old_meta.get(k) == v for k, v in meta.items() if k != "built")
-            stored = dict(conn.execute("SELECT path, entry FROM bundles").fetchall())
-            for entry in entries:
-                row = _row(entry, now)
-                before = stored.pop(entry.path, None)
+            same_rules = all(old_meta.get(k) == v for k, v in rules.items())
+            stored = {r[0] for r in conn.execute("SELECT path FROM bundles")}
+            written: set[str] = set()
+            for item in items:
+                row = _row(item, now)
+                written.add(item.entry.path)
+                before = None
+                if item.entry.path in stored:
+                    before = conn.execute(
+                        "SELECT entry, stat_paths, stat_digest, ledger_token FROM bundles WHERE path = ?",
+                        (item.entry.path,),
+                    ).fetchone()
                 if before is None:
                     report.added += 1
-                elif before == row["entry"] and same_rules:
+                elif before[0] == row["entry"] and same_rules:
                     report.unchanged += 1
+                    fingerprint = (row["stat_paths"], row["stat_digest"], row["ledger_token"])
+                    if tuple(before[1:]) != fingerprint:
+                        conn.execute(refresh, (*fingerprint, item.entry.path))
                     continue
                 else:
                     report.updated += 1
                 conn.execute(upsert, row)
-            for gone in stored:
+            for gone in stored - written - kept:
                 conn.execute("DELETE FROM bundles WHERE path = ?", (gone,))
                 report.removed += 1
+            # a kept row another build deleted meanwhile stays deleted: the next build reads it
+            report.unchanged += len((kept - written) & stored)
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                sorted({**meta, "built": now}.items()),
+                sorted({**rules, **(state or {}), "built": now}.items()),
             )
             conn.execute("COMMIT")
         except BaseException:

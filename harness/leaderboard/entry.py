@@ -22,8 +22,9 @@ under its folder's team and name (the reason says what the manifest claims).
 
 from __future__ import annotations
 
+import json
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ from harness.bundle.writer import IMAGES_DIR, PROMPTS, STORY
 from harness.errors import HarnessError
 from harness.hashing import DigestCache, sha256_bytes
 
+# Bump when the rules that turn a bundle into a row change: an index built under other rules
+# is re-read whole (a rebuild otherwise re-reads only bundles whose files changed).
+RULES = 1
 VALID, INVALID, UNSCORED = "valid", "invalid", "unscored"
 JUDGES, CLAIMED = "judges", "claimed"
 REQUIRED_PANELS = 8
@@ -59,7 +63,9 @@ def plain(text: Any, limit: int) -> str:
     (``\\x1b``, ``\\u202e``, ``\\ud800``), cut to `limit` characters with an ellipsis."""
     if not isinstance(text, str):
         return ""
-    out = "".join(ascii(ch)[1:-1] if unicodedata.category(ch) in _ESCAPED else ch for ch in text[: limit * 2])
+    out = text[: limit * 2]
+    if not out.isprintable():  # printable text has no character of the escaped categories
+        out = "".join(ascii(ch)[1:-1] if unicodedata.category(ch) in _ESCAPED else ch for ch in out)
     return out if len(out) <= limit and len(text) <= limit * 2 else out[: limit - 1] + "…"
 
 
@@ -108,12 +114,22 @@ class Entry:
         return "\n".join(words).casefold()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # asdict's deep copy was a tenth of a first build; every field is a plain value
+        return {**vars(self), "panels": [dict(vars(p)) for p in self.panels]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
         panels = [Panel(**p) for p in data.get("panels", [])]
         return cls(**{**data, "panels": panels})
+
+
+def ledger_token(record: Any) -> str:
+    """What of the judges' ledger record for a bundle its row depends on (the fields
+    `_trusted_verdict` reads), as a short hash: a rebuild re-reads the bundle when it changes."""
+    if not isinstance(record, dict):
+        return ""
+    vouched = [record.get("digest"), record.get("verdict_sha256")]
+    return sha256_bytes(json.dumps(vouched, ensure_ascii=True, default=repr).encode())[:32]
 
 
 def _trusted_verdict(
@@ -145,7 +161,6 @@ def _panels(bundle: Path, intact: set[str], scores: dict | None) -> list[Panel]:
             rows = data if isinstance(data, list) else []
         except HarnessError:
             rows = []
-    images = sorted(p for p in intact if p.startswith(f"{IMAGES_DIR}/") and mf.kind_of(p) == "image")
     panels: list[Panel] = []
     for i, row in enumerate(rows[:MAX_PANELS]):
         if not isinstance(row, dict):
@@ -168,6 +183,7 @@ def _panels(bundle: Path, intact: set[str], scores: dict | None) -> list[Panel]:
             )
         )
     if not panels:  # nothing describes the panels: show the images the manifest vouches for
+        images = sorted(p for p in intact if p.startswith(f"{IMAGES_DIR}/") and mf.kind_of(p) == "image")
         panels = [Panel(index=i + 1, image=p) for i, p in enumerate(images)]
     return panels
 
@@ -175,19 +191,19 @@ def _panels(bundle: Path, intact: set[str], scores: dict | None) -> list[Panel]:
 def _title(bundle: Path, intact: set[str]) -> str:
     """The story's title, or "" when story.yaml is absent, altered or not a readable story.
 
-    An intact story.yaml was found to be a regular file by the manifest check; `read_yaml`
-    bounds its size, depth and aliases. The title is cosmetic, so any failure reads as no title
-    (a hang is cut by the build's per-bundle time limit).
+    An intact story.yaml was found to be a regular file by the manifest check; `story_title`
+    reads it with the bounded YAML reader's limits (size, depth, aliases). The title is
+    cosmetic, so any failure reads as no title (a hang is cut by the build's per-bundle time
+    limit).
     """
     if STORY not in intact:
         return ""
     try:
-        from harness.config.yamlio import read_yaml
+        from harness.leaderboard.title import story_title
 
-        data = read_yaml(bundle / STORY).data
+        title = story_title(bundle / STORY)
     except Exception:  # noqa: BLE001 - cosmetic field; the row must not depend on it
         return ""
-    title = data.get("title") if isinstance(data, dict) else None
     return plain(title, CAPS["title"])
 
 
