@@ -31,7 +31,8 @@ LOCK = ".verify-ledger.lock"
 DEFAULT_TIME_LIMIT = 1800.0  # seconds per bundle; a 50-step 1024 px re-render takes ~15 s on a GPU
 MAX_LEDGER_BYTES = 256 << 20
 LEDGER_PROBLEMS = 5  # problems kept per bundle in the ledger (the verdict file has them all)
-LEDGER_EVERY_S = 20.0  # the ledger is rewritten at most this often during a batch, and at its end
+LEDGER_EVERY_S = 20.0  # the ledger is rewritten at least this often during a batch, and at its end
+LEDGER_COST_FACTOR = 50.0  # ... and sooner while a rewrite costs under 1/50 of the time since the last
 _STALE_TMP = re.compile(r"\.verdict\.json\.[0-9a-f]{16}\.tmp")
 
 
@@ -186,15 +187,23 @@ def ledger_lock(root: Path) -> Iterator[None]:
 
 @dataclass
 class Row:
+    """One bundle of a batch: its verdict (as written, or as the ledger recorded it when skipped),
+    which worker judged it, the seconds that took, and how many tries (a worker that died)."""
+
     bundle: Path
     verdict: dict[str, Any]
     skipped: bool
+    worker: str = "local"
+    seconds: float = 0.0
+    attempts: int = 1
 
 
-def _guarded_verdict(
-    bundle: Path, *, rerun: bool, scoring, time_limit_s: float | None, expected=None
-) -> Verdict:
-    """verify_bundle under the time limit; whatever goes wrong becomes the verdict's reason."""
+def assess(bundle: Path, *, rerun: bool, scoring, time_limit_s: float | None, expected=None) -> Verdict:
+    """THE unit of work of every backend: verify_bundle under the time limit, writing nothing.
+
+    Whatever goes wrong becomes the verdict's reason. The local loop (through `judge_one`) and
+    the Ray workers (harness.bundle.ray_backend) call this, so the two cannot judge differently;
+    the verdict file and the ledger are written by the caller that owns the batch."""
     try:
         with time_limit(time_limit_s):
             return verify_bundle(bundle, rerun=rerun, scoring=scoring, expected=expected)
@@ -234,22 +243,28 @@ def judge_one(
     time_limit_s: float | None = DEFAULT_TIME_LIMIT,
     expected: tuple[str, str | None] | None = None,
 ) -> tuple[Verdict, Path | None]:
-    """Judge one bundle: clear stale temps, verify under the guard, write verdict.json safely.
+    """Judge one bundle: clear stale temps, `assess` it, write verdict.json safely.
 
     Returns (verdict, path written or None). When the verdict cannot be written safely (a folder
     or special file planted at verdict.json, a read-only bundle) the verdict fails with that
     reason and is still returned, so the caller can record it in the ledger.
     """
     clear_stale_temps(bundle)
-    v = _guarded_verdict(bundle, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s, expected=expected)
+    v = assess(bundle, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s, expected=expected)
+    return v, save_verdict(bundle, v)
+
+
+def save_verdict(bundle: Path, v: Verdict) -> Path | None:
+    """Write `v` as the bundle's verdict.json (`write_verdict`); the path, or None when it cannot
+    be written, and then the verdict fails with that reason (the batch goes on with it in hand)."""
     try:
-        return v, write_verdict(bundle, v)
+        return write_verdict(bundle, v)
     except HarnessError as e:
         v.add("verdict file", [f"not written: {e}"])
-        return v, None
-    except Exception as e:  # whatever the folder is, the batch goes on with the verdict in hand
+        return None
+    except Exception as e:
         v.add("verdict file", [f"not written: {type(e).__name__}: {first_line(e)}"])
-        return v, None
+        return None
 
 
 def judge_settings(*, rerun: bool, scoring) -> str:
@@ -289,24 +304,30 @@ def _skip_unchanged(bundle: Path, entry: dict[str, Any], settings: str) -> dict[
     return data if isinstance(data, dict) else None
 
 
-def _verify_one(
-    root: Path, bundle: Path, ledger: dict, *, force: bool, rerun: bool, scoring, time_limit_s, settings: str
-) -> Row:
-    """One bundle of a batch: its ledger-recorded verdict when nothing changed, else a fresh one."""
+def expected_for(root: Path, bundle: Path) -> tuple[str, str | None]:
+    """(team, name) the folder layout gives a bundle: `<team>/<name>/`, or (team, None) for
+    `<team>/`; the manifest must claim the same."""
+    parts = bundle.relative_to(root).as_posix().split("/")
+    return parts[0], parts[1] if len(parts) == 2 else None
+
+
+def recorded_row(root: Path, bundle: Path, ledger: dict, *, settings: str, time_limit_s) -> Row | None:
+    """The bundle's row from the ledger when it is unchanged since its recorded verdict (same
+    digest, same judge settings, same verdict bytes); None when it must be judged."""
+    key = bundle.relative_to(root).as_posix()
+    try:  # hashing an unchanged bundle is bounded by the same limit as judging it
+        with time_limit(time_limit_s):
+            recorded = _skip_unchanged(bundle, ledger.get(key) or {}, settings)
+    except (Exception, BundleTimeout):  # an unreadable bundle is simply verified again
+        recorded = None
+    return Row(bundle, recorded, True, worker="ledger") if recorded is not None else None
+
+
+def record(root: Path, bundle: Path, ledger: dict, v: Verdict, path: Path | None, *, settings: str) -> dict:
+    """Enter a fresh verdict in the ledger (in memory; `LedgerSaver` writes it) and return the
+    verdict as data. `path`: the verdict.json written, or None when it could not be."""
     from harness.hashing import sha256_file
 
-    key = bundle.relative_to(root).as_posix()
-    if not force:
-        try:  # hashing an unchanged bundle is bounded by the same limit as judging it
-            with time_limit(time_limit_s):
-                recorded = _skip_unchanged(bundle, ledger.get(key) or {}, settings)
-        except (Exception, BundleTimeout):  # an unreadable bundle is simply verified again
-            recorded = None
-        if recorded is not None:
-            return Row(bundle, recorded, True)
-    parts = key.split("/")  # the folder layout names the team (and the name): the manifest must agree
-    expected = (parts[0], parts[1] if len(parts) == 2 else None)
-    v, path = judge_one(bundle, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s, expected=expected)
     data = v.to_json()
     digest = None
     if path is not None:
@@ -314,14 +335,67 @@ def _verify_one(
             digest = sha256_file(path, untrusted=True)
         except OSError:
             path = None
-    ledger[key] = {
+    ledger[bundle.relative_to(root).as_posix()] = {
         "settings": settings,
         "digest": v.digest,
         "verdict_sha256": digest,
         "written": path is not None,
         "verdict": _ledger_copy(data),
     }
-    return Row(bundle, data, False)
+    return data
+
+
+def _verify_one(
+    root: Path, bundle: Path, ledger: dict, *, force: bool, rerun: bool, scoring, time_limit_s, settings: str
+) -> Row:
+    """One bundle of a batch: its ledger-recorded verdict when nothing changed, else a fresh one."""
+    if not force:
+        row = recorded_row(root, bundle, ledger, settings=settings, time_limit_s=time_limit_s)
+        if row is not None:
+            return row
+    start = time.monotonic()
+    expected = expected_for(root, bundle)
+    v, path = judge_one(bundle, rerun=rerun, scoring=scoring, time_limit_s=time_limit_s, expected=expected)
+    data = record(root, bundle, ledger, v, path, settings=settings)
+    return Row(bundle, data, False, seconds=time.monotonic() - start)
+
+
+class LedgerSaver:
+    """When to rewrite the ledger during a batch: at most every LEDGER_EVERY_S seconds, and sooner
+    while rewriting it is cheap (waiting at least LEDGER_COST_FACTOR times the last rewrite), so
+    that a batch killed with kill -9 loses little work while rewriting it never costs more than a
+    few percent of the batch (rewriting it per bundle was quadratic)."""
+
+    def __init__(self, root: Path, ledger: dict):
+        self.root, self.ledger = root, ledger
+        self.saved, self.cost = time.monotonic(), 0.0
+
+    def maybe(self) -> None:
+        if time.monotonic() - self.saved >= min(LEDGER_EVERY_S, LEDGER_COST_FACTOR * self.cost):
+            self.now()
+
+    def now(self) -> None:
+        start = time.monotonic()
+        write_ledger(self.root, self.ledger)
+        self.saved = time.monotonic()
+        self.cost = self.saved - start
+
+
+def start_batch(root: Path) -> list[Path]:
+    """The bundles under `root` for a batch, warning on stderr about folders not (wholly) listed."""
+    unlisted: list[tuple[Path, str]] = []
+    bundles = find_bundles(root, unlisted)
+    for folder, why in unlisted:
+        where = folder.relative_to(root).as_posix() if folder != root else "."
+        print(f"harness: warning: {_shown(where)}: {why} (not judged)", file=sys.stderr)
+    return bundles
+
+
+def check_root(root: str | Path) -> Path:
+    root = Path(root)
+    if root.is_symlink() or not root.is_dir():
+        raise HarnessError(f"{root}: no such folder")
+    return root
 
 
 def _ledger_copy(verdict: dict[str, Any]) -> dict[str, Any]:
@@ -355,19 +429,13 @@ def verify_all(
     from harness.models.loader import release_pipeline
     from harness.score.models import release_scoring_models
 
-    root = Path(root)
-    if root.is_symlink() or not root.is_dir():
-        raise HarnessError(f"{root}: no such folder")
+    root = check_root(root)
     rows: list[Row] = []
     with ledger_lock(root):
         ledger = read_ledger(root)
-        unlisted: list[tuple[Path, str]] = []
-        bundles = find_bundles(root, unlisted)
-        for folder, why in unlisted:
-            where = folder.relative_to(root).as_posix() if folder != root else "."
-            print(f"harness: warning: {_shown(where)}: {why} (not judged)", file=sys.stderr)
+        bundles = start_batch(root)
         bar = tqdm(bundles, desc="verifying", unit="bundle", disable=not progress or not bundles)
-        saved, failed = time.monotonic(), 0
+        saver, failed = LedgerSaver(root, ledger), 0
         settings = judge_settings(rerun=rerun, scoring=scoring)
         try:  # one Kolors for all re-renders (each bundle's LoRA swapped in), one set of scorers
             for b in bar:
@@ -384,9 +452,7 @@ def verify_all(
                         settings=settings,
                     )
                 )
-                if time.monotonic() - saved > LEDGER_EVERY_S:  # rewriting it per bundle is quadratic
-                    write_ledger(root, ledger)
-                    saved = time.monotonic()
+                saver.maybe()
                 if _failed(rows[-1]):
                     failed += 1
                 bar.set_description(f"verifying ({failed} failed)" if failed else "verifying", refresh=False)
@@ -394,7 +460,7 @@ def verify_all(
             bar.close()
             release_pipeline()
             release_scoring_models()
-            write_ledger(root, ledger)
+            saver.now()
     return rows
 
 

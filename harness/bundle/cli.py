@@ -66,6 +66,32 @@ def add_parsers(sub) -> None:
         metavar="SECONDS",
         help="per bundle; a bundle past it fails with that reason (default 1800, 0: no limit)",
     )
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="with --all: one bundle at a time here (local), or on a Ray cluster (ray; docs/judging.md)",
+    )
+    p.add_argument(
+        "--address",
+        metavar="auto|ray://HOST:PORT",
+        help="with --backend ray: the cluster to join (default: start a private Ray on this machine)",
+    )
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="with --backend ray: worker processes (default: one per GPU)"
+    )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        metavar="G",
+        help="with --backend ray: GPUs per worker, a fraction shares a GPU (default 1, or 0 without GPUs)",
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        metavar="CSV",
+        help="with --all: where the results table goes (default ROOT/.verify-results.csv)",
+    )
     p.set_defaults(func=cmd_verify)
 
 
@@ -118,19 +144,41 @@ def cmd_verify(args) -> int:
     limit = DEFAULT_TIME_LIMIT if args.time_limit is None else args.time_limit
     if limit < 0:
         raise HarnessError(f"--time-limit: must be >= 0 seconds (got {args.time_limit:g})")
-    if args.all:
-        rows = verify_all(
-            args.bundle,
-            force=args.force,
-            rerun=not args.no_rerun,
-            scoring=scoring,
-            progress=not args.quiet,
-            time_limit_s=limit,
+    ray_only = [
+        f
+        for f, v in (
+            ("--address", args.address),
+            ("--workers", args.workers),
+            ("--gpus-per-worker", args.gpus_per_worker),
         )
+        if v is not None
+    ]
+    if ray_only and args.backend != "ray":
+        raise HarnessError(f"{ray_only[0]}: only with --backend ray")
+    if not args.all and (args.backend != "local" or args.results is not None):
+        raise HarnessError("--backend and --results: only with --all")
+    if args.all:
+        common = dict(force=args.force, rerun=not args.no_rerun, scoring=scoring, time_limit_s=limit)
+        common["progress"] = not args.quiet
+        if args.backend == "ray":
+            from harness.bundle.ray_backend import verify_all_ray
+
+            rows = verify_all_ray(
+                args.bundle,
+                address=args.address,
+                workers=args.workers,
+                gpus_per_worker=args.gpus_per_worker,
+                **common,
+            )
+        else:
+            rows = verify_all(args.bundle, **common)
         if not rows:
             print(f"{args.bundle}: no bundles found")
             return 0
+        from harness.bundle.results import write_results
+
         print(summary_table(rows))
+        print(one_line(f"results table: {write_results(args.bundle, rows, args.results)}"))
         return 1 if any(r.verdict.get("verdict") != "pass" for r in rows) else 0
     if args.bundle.is_symlink():
         raise HarnessError(f"{args.bundle}: is a symlink; verify the real folder")

@@ -1,0 +1,119 @@
+"""The Ray connection of a judging run: join a cluster, or start a private one and clean it away.
+
+Owns: `connect(address)`, the one place `ray.init` and `ray.shutdown` are called for judging,
+and the private cluster's temp folder. A private cluster (no `--address`) is always a new one
+(`ray.init("local")`), never whatever Ray session a crashed run left behind, in a fresh folder
+under `$TMPDIR/harness-ray-<uid>/` held with an flock while it runs; folders of runs that died
+(their lock free) are removed by the next run. It uses token authentication with a random token
+kept in this process's environment (Ray's gRPC ports listen on every interface; nothing is
+written to ~/.ray). Imports ray inside functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from harness.errors import HarnessError, first_line
+
+OBJECT_STORE_BYTES = 128 << 20  # the driver ships paths and verdicts, never images or weights
+_SOCKET_ROOM = 60  # Ray appends session_<date>_<pid>/sockets/plasma_store; unix sockets hold 107
+
+
+def _temp_parent() -> Path:
+    base = Path(tempfile.gettempdir())
+    if len(str(base)) > 107 - _SOCKET_ROOM - 30:
+        base = Path("/tmp")
+    parent = base / f"harness-ray-{os.getuid()}"
+    try:
+        parent.mkdir(mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise HarnessError(f"{parent}: cannot create Ray's temp folder ({e.strerror})") from None
+    st = os.lstat(parent)
+    if not os.path.isdir(parent) or os.path.islink(parent) or st.st_uid != os.getuid():
+        raise HarnessError(f"{parent}: not a folder of this user; remove it or set TMPDIR")
+    return parent
+
+
+def _prune(parent: Path) -> None:
+    """Remove the temp folders of private clusters whose run died (their lock is free)."""
+    for entry in sorted(parent.iterdir())[:1000]:
+        lock = entry / ".lock"
+        if not entry.is_dir() or entry.is_symlink() or not lock.is_file():
+            continue
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live run holds it
+        os.close(fd)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _private_temp() -> Iterator[Path]:
+    parent = _temp_parent()
+    _prune(parent)
+    folder = Path(tempfile.mkdtemp(prefix="r-", dir=parent))
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def connect(address: str | None) -> Iterator[object]:
+    """The `ray` module, connected for the duration of the block.
+
+    None: a private Ray on this machine with its CPUs and GPUs, stopped at the end (its processes
+    also die with this one on kill -9). "auto" or "ray://host:port": the existing cluster; a
+    cluster that cannot be reached is one line. Already connected (a test session, a notebook):
+    that connection, left open."""
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    if address is None and "RAY_AUTH_MODE" not in os.environ and "RAY_AUTH_TOKEN" not in os.environ:
+        os.environ["RAY_AUTH_MODE"] = "token"  # before `import ray`: its config is read then
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    try:
+        import ray
+    except ImportError:
+        raise HarnessError(
+            "--backend ray needs Ray: pip install -c .ci/constraints.txt -e '.[cluster]'"
+        ) from None
+    if ray.is_initialized():
+        yield ray
+        return
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
+    if address is None:
+        with _private_temp() as temp:
+            try:
+                ray.init("local", _temp_dir=str(temp), object_store_memory=OBJECT_STORE_BYTES, **quiet)
+            except Exception as e:  # noqa: BLE001 - Ray's start-up errors are long; one line
+                raise HarnessError(f"cannot start a local Ray ({first_line(e)})") from None
+            try:
+                yield ray
+            finally:
+                ray.shutdown()
+        return
+    try:
+        ray.init(address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
+    except Exception as e:  # noqa: BLE001
+        why = first_line(e)
+        raise HarnessError(f"--address {address}: cannot connect to a Ray cluster ({why})") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

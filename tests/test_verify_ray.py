@@ -1,0 +1,286 @@
+"""verify --all --backend ray on one local Ray cluster per test session (2 CPUs, 2 pretend GPUs):
+the same verdict files as the local loop, a raising and a hanging bundle isolated, a worker
+killed mid-bundle retried (a bounded number of times), a driver killed with SIGKILL resumed
+without re-judging finished bundles, and fractional GPU requests scheduled onto the GPUs Ray has.
+
+Skipped when ray is not installed (`pip install -e '.[cluster]'`); CI installs it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.bundle.batch import read_ledger, verify_all
+from tests.bundle_helpers import copy_bundle
+from tests.score_fixtures import tiny_config
+from tests.test_hostile_bundle import SCORING_YAML, as_team
+
+pytest_plugins = ["tests.bundle_fixtures"]  # demo_bundle: rendered once per session
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install -e '.[cluster]')"
+)
+CLI_TIMEOUT = 240
+_VERIFIED = re.compile(rb'\n  "verified": "[^"]*",?')  # the one time field of a verdict file
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(harness_cache):
+    """One local Ray for the session: its temp folder a short one under /tmp (Ray's unix socket
+    paths must stay under 107 bytes), token auth with a random token kept in the environment
+    (nothing written to ~/.ray), stopped and removed at the end. Workers inherit HARNESS_CACHE."""
+    env = {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import ray
+
+    temp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
+    ray.init(
+        "local",
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        _temp_dir=temp,
+        object_store_memory=100 << 20,
+        log_to_driver=False,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _scoring():
+    # the tiny aesthetic head scores about 0: the gate is moved below it, as in test_bundle_verify
+    return tiny_config(scorers=["aesthetic"], reproduce=True).model_copy(update={"threshold": -1.0})
+
+
+def _teams(demo_bundle: Path, root: Path, tmp_path: Path, teams: str) -> dict[str, Path]:
+    """One honest copy of the demo bundle per team, at root/<team>/ (a folder names its team)."""
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for t in teams:
+        out[t] = as_team(copy_bundle(demo_bundle, tmp_path / "staging" / t), t).rename(root / t)
+    return out
+
+
+def _verdict_bytes(bundle: Path) -> bytes:
+    raw = (bundle / "verdict.json").read_bytes()
+    assert len(_VERIFIED.findall(raw)) == 1
+    return _VERIFIED.sub(b"", raw)
+
+
+def test_ray_verdicts_equal_the_local_loops_byte_for_byte(tmp_path, demo_bundle, ray_cluster):
+    from harness.bundle.ray_backend import verify_all_ray
+
+    root = tmp_path / "subs"
+    bundles = _teams(demo_bundle, root, tmp_path, "ab")
+    bad = as_team(copy_bundle(demo_bundle, tmp_path / "staging" / "d"), "d").rename(root / "d")
+    (bad / "images" / "03.png").write_bytes(b"\x89PNG not this one")  # a failing bundle too
+    bundles["d"] = bad
+
+    local = verify_all(root, scoring=_scoring())
+    local_bytes = {t: _verdict_bytes(b) for t, b in bundles.items()}
+    local_ledger = read_ledger(root)
+    rows = verify_all_ray(root, scoring=_scoring(), force=True, workers=2)
+
+    assert [r.bundle for r in rows] == [r.bundle for r in local]
+    assert {t: _verdict_bytes(b) for t, b in bundles.items()} == local_bytes
+    for key, entry in read_ledger(root).items():  # the ledger too, apart from the time field
+        mine, theirs = dict(entry["verdict"]), dict(local_ledger[key]["verdict"])
+        mine.pop("verified"), theirs.pop("verified")
+        assert (mine, entry["digest"], entry["settings"]) == (
+            theirs,
+            local_ledger[key]["digest"],
+            local_ledger[key]["settings"],
+        )
+    verdicts = {r.bundle.name: r.verdict for r in rows}
+    assert [verdicts[t]["verdict"] for t in "abd"] == ["pass", "pass", "fail"]
+    assert verdicts["a"]["reproducibility"] == "exact" and verdicts["a"]["scored_pixels"] == "re-rendered"
+    assert len({r.worker for r in rows}) == 2  # both workers judged
+    assert all(r.worker.startswith("w") and r.seconds > 0 and r.attempts == 1 for r in rows)
+
+    # unchanged bundles under the same settings are not judged again, by either backend
+    again = verify_all_ray(root, scoring=_scoring())
+    assert all(r.skipped for r in again)
+    assert [r.verdict["verdict"] for r in again] == ["pass", "pass", "fail"]
+
+
+def test_a_raising_and_a_hanging_bundle_are_failed_rows_and_the_batch_goes_on(
+    tmp_path, demo_bundle, ray_cluster
+):
+    from harness.bundle.ray_backend import verify_all_ray
+
+    root = tmp_path / "subs"
+    slow = _teams(demo_bundle, root, tmp_path, "a")["a"]  # its re-render takes seconds
+    broken = root / "zz" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("[" * 50_000)  # verifying it raises RecursionError
+
+    start = time.monotonic()
+    rows = verify_all_ray(root, scoring=_scoring(), time_limit_s=0.05, workers=2)
+    assert time.monotonic() - start < 90
+    by_name = {r.bundle.name: r.verdict for r in rows}
+    assert by_name["a"]["verdict"] == "fail"
+    assert any("longer than the limit of 0.05 s" in p for p in by_name["a"]["problems"])
+    assert by_name["broken"]["verdict"] == "fail"
+    assert any("nested 50000 levels deep" in p for p in by_name["broken"]["problems"])
+    assert set(read_ledger(root)) == {"a", "zz/broken"}
+    assert json.loads((slow / "verdict.json").read_text())["verdict"] == "fail"
+
+    # nothing was left half-done in the workers: without the limit the same bundle passes
+    rows = verify_all_ray(root, scoring=_scoring(), time_limit_s=None, workers=1)
+    good = next(r.verdict for r in rows if r.bundle == slow)
+    assert good["verdict"] == "pass", good["problems"]
+    assert good["reproducibility"] == "exact"
+
+
+def _kill_later(pid: int, delay: float, killed: list[int]) -> None:
+    """SIGKILL a Ray worker process `delay` s from now (only one whose name says it is Ray's)."""
+
+    def fire():
+        try:
+            name = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return
+        if b"ray::" in name or b"JudgeWorker" in name or b"default_worker" in name:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    threading.Timer(delay, fire).start()
+
+
+def test_a_worker_killed_mid_bundle_is_restarted_and_the_bundle_retried_a_bounded_number_of_times(
+    tmp_path, demo_bundle, ray_cluster
+):
+    """Bundle a: its worker is killed every time (2 tries allowed): a failed row naming it.
+    Bundle b: killed once, then judged by the restarted worker exactly as if nothing happened."""
+    from harness.bundle.ray_backend import verify_all_ray
+
+    root = tmp_path / "subs"
+    bundles = _teams(demo_bundle, root, tmp_path, "ab")
+    killed: list[int] = []
+    dispatched: list[tuple[str, int]] = []
+
+    def on_dispatch(bundle: Path, worker: dict) -> None:
+        dispatched.append((bundle.name, worker["pid"]))
+        if bundle.name == "a" or [n for n, _ in dispatched].count("b") == 1:
+            _kill_later(worker["pid"], 1.0, killed)  # mid-bundle: loading models, rendering
+
+    rows = verify_all_ray(
+        root, scoring=_scoring(), workers=1, gpus_per_worker=0, max_attempts=2, on_dispatch=on_dispatch
+    )
+    assert [n for n, _ in dispatched] == ["a", "a", "b", "b"]
+    assert len(killed) == 3 and len({pid for _, pid in dispatched}) == 4  # a new process each time
+    row_a, row_b = rows
+    assert row_a.verdict["verdict"] == "fail" and row_a.attempts == 2
+    assert any("the worker judging it died 2 times" in p for p in row_a.verdict["problems"])
+    assert row_b.verdict["verdict"] == "pass" and row_b.attempts == 2, row_b.verdict["problems"]
+    assert row_b.verdict["reproducibility"] == "exact"
+    assert str(dispatched[-1][1]) in row_b.worker
+    ledger = read_ledger(root)
+    assert ledger["b"]["verdict"]["verdict"] == "pass" and ledger["a"]["verdict"]["verdict"] == "fail"
+    assert json.loads((bundles["b"] / "verdict.json").read_text())["verdict"] == "pass"
+
+
+def test_a_driver_killed_with_sigkill_is_rerun_and_skips_finished_bundles(tmp_path, demo_bundle):
+    """The CLI starts its own private Ray (no --address); killed with SIGKILL after the first
+    verdicts reach the ledger, it leaves a stray Ray temp folder. The rerun starts a fresh Ray,
+    removes the stray folder, judges only the bundles without a current verdict, and writes the
+    results table."""
+    root = tmp_path / "subs"
+    _teams(demo_bundle, root, tmp_path, "abc")
+    (tmp_path / "scoring.yaml").write_text(SCORING_YAML, encoding="utf-8")
+    short = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # Ray's socket paths must stay short
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(TMPDIR=str(short), RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+    args = [sys.executable, "-m", "harness.cli", "verify", "--all", str(root), "--quiet"]
+    args += ["--scoring", str(tmp_path / "scoring.yaml"), "--backend", "ray", "--workers", "1"]
+    try:
+        first = subprocess.Popen(
+            args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            deadline = time.monotonic() + CLI_TIMEOUT
+            while not read_ledger(root) and first.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert first.poll() is None, "the first run ended before it could be killed"
+            first.send_signal(signal.SIGKILL)
+        finally:
+            first.kill()
+            first.wait()
+        assert first.returncode == -signal.SIGKILL
+        finished = set(read_ledger(root))
+        assert 1 <= len(finished) < 3, "nothing left to interrupt"
+        stray = list((short / f"harness-ray-{os.getuid()}").iterdir())
+        assert len(stray) == 1  # the killed run's Ray folder
+
+        again = subprocess.run(
+            args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT
+        )
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert again.stdout.count("(unchanged, skipped)") == len(finished)
+        assert set(read_ledger(root)) == {"a", "b", "c"}
+        assert not list((short / f"harness-ray-{os.getuid()}").iterdir())  # stray and own removed
+
+        from harness.bundle.results import RESULTS, read_results
+
+        table = read_results(root / RESULTS)
+        assert list(table["folder"]) == ["a", "b", "c"]
+        assert list(table["verdict"]) == ["pass"] * 3
+        assert sorted(table.loc[table["skipped"], "folder"]) == sorted(finished)
+        judged = table[~table["skipped"]]
+        assert (judged["seconds"] > 0).all() and judged["worker"].str.startswith("w0@").all()
+        assert "score.aesthetic_mean" in table.columns or any(c.startswith("score.") for c in table.columns)
+        assert not [p for p in root.rglob("*.tmp")] and not (root / ".verify-ray-probe").exists()
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_fractional_gpu_requests_share_the_gpus_ray_has(tmp_path, demo_bundle, ray_cluster):
+    """4 workers at 0.5 GPU on a cluster with 2 (pretend) GPUs: each worker is given one GPU id
+    through CUDA_VISIBLE_DEVICES, two per GPU; on this CPU machine they judge on the CPU."""
+    from harness.bundle.ray_backend import verify_all_ray
+    from harness.errors import HarnessError
+
+    root = tmp_path / "subs"
+    _teams(demo_bundle, root, tmp_path, "abcd")
+    workers: dict[str, dict] = {}
+
+    rows = verify_all_ray(
+        root,
+        rerun=False,
+        workers=4,
+        gpus_per_worker=0.5,
+        on_dispatch=lambda bundle, w: workers.setdefault(w["label"], w),
+    )
+    assert [r.verdict["verdict"] for r in rows] == ["pass"] * 4
+    assert len(workers) == 4
+    assert sorted(w["cuda_visible_devices"] for w in workers.values()) == ["0", "0", "1", "1"]
+    assert all(w["gpu_ids"] == [w["cuda_visible_devices"]] for w in workers.values())
+
+    # asking for more than the cluster has is one line at once, not a wait for ever
+    with pytest.raises(HarnessError, match="need 3 GPUs; the Ray cluster has 2"):
+        verify_all_ray(root, rerun=False, force=True, workers=3, gpus_per_worker=1)
