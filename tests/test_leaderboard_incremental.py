@@ -148,3 +148,19 @@ def test_an_index_from_the_previous_schema_is_rebuilt_whole(board):
     report = build_index(board, progress=False)
     assert report.migrated_from == 1 and report.read == report.added == len(TEAMS)
     assert build_index(board, progress=False).read == 0
+
+
+def test_the_fingerprint_never_follows_a_link(tmp_path):
+    bundle = synthetic.write(tmp_path / "submissions", Spec("alpha", "s1", 7.0))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"not the bundle's")
+    os.symlink(outside, bundle / "lora")
+    fp = stats.take(bundle, time.time_ns())
+    names = fp.paths.split(b"\0")
+    assert b"lora" in names and b"images/01.png" in names
+    assert not any(n.startswith(b"lora/") for n in names)
+    assert not fp.trusted  # just written: a later build reads it again
+    assert stats.unchanged(bundle, fp.paths, fp.digest)
+    (bundle / "images/01.png").touch()
+    assert not stats.unchanged(bundle, fp.paths, fp.digest)

@@ -1,8 +1,10 @@
 """A bundle's stat fingerprint: how `leaderboard build` knows, without reading, that nothing changed.
 
 Owns: taking a fingerprint of a bundle folder (every name under it - folders, files, links and
-special files alike, never followed - with its type, size, mtime_ns, ctime_ns, inode and device)
-and checking one later with one lstat per recorded name and no open, read or parse.
+special files alike, never followed: folders are opened one name at a time with O_NOFOLLOW and
+listed through their descriptor - with its type, size, mtime_ns, ctime_ns, inode and device) and
+checking one later with one lstat per recorded name and no open, read or parse. Nothing here
+reads a byte of a file.
 
 Why a match means "unchanged": writing a file moves its ctime (and usually its size and mtime);
 adding, removing or renaming a name moves its folder's mtime and ctime; a file swapped for
@@ -78,13 +80,19 @@ def take(bundle: Path, now_ns: int) -> Fingerprint | None:
     try:
         while folders:
             rel, depth = folders.pop()
-            with os.scandir(_join(base, rel)) as it:
-                found = list(itertools.islice(it, MAX_NAMES + 1))
+            fd = _open_folder(base, rel)
+            try:
+                with os.scandir(fd) as it:  # names and lstat-s relative to the folder's descriptor
+                    found = [
+                        (os.fsencode(e.name), e.stat(follow_symlinks=False))
+                        for e in itertools.islice(it, MAX_NAMES)
+                    ]
+            finally:
+                os.close(fd)
             if len(names) + len(found) > MAX_NAMES:
                 return None
-            for e in found:
-                st = e.stat(follow_symlinks=False)
-                name = rel + b"/" + e.name if rel else e.name
+            for entry_name, st in found:
+                name = rel + b"/" + entry_name if rel else entry_name
                 names.append(name)
                 h.update(_token(st))
                 newest = max(newest, st.st_ctime_ns)
@@ -95,6 +103,24 @@ def take(bundle: Path, now_ns: int) -> Fingerprint | None:
     except OSError:
         return None
     return Fingerprint(_SEP.join(names), h.hexdigest(), trusted=newest < now_ns - RACY_NS)
+
+
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_folder(base: bytes, rel: bytes) -> int:
+    """A descriptor of base/rel, opened one name at a time without following any link
+    (a folder swapped for a link after it was listed is refused, not listed)."""
+    fd = os.open(base, _FOLDER)
+    try:
+        for part in rel.split(b"/") if rel else ():
+            inner = os.open(part, _FOLDER, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def unchanged(bundle: Path, paths: bytes, digest: str) -> bool:
