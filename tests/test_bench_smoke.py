@@ -126,6 +126,10 @@ def test_result_records_machine_versions_and_command(smoke):
     assert result["machine"]["device"] == "cpu" and result["machine"]["gpu"] is None
     assert "kolors_bench.py --tiny --device cpu" in result["command"]
     assert result["settings"]["dtype"] == "float32" and result["settings"]["determinism"] == "harness"
+    # the harness's device plans it ran with (harness.device.plan): all float32 on the CPU
+    plans = result["settings"]["plans"]
+    assert set(plans) == {"render", "train", "score"}
+    assert all(p["device"] == "cpu" and p["weights"] == p["vae"] == "float32" for p in plans.values())
 
 
 def test_a_failing_section_keeps_the_others(tmp_path):

@@ -154,3 +154,48 @@ def test_resident_placement_keeps_every_component_on_the_device():
     assert where(resident) == {"text_encoder": "meta", "unet": "meta", "vae": "meta"}
     stage(resident, "denoise", "meta")  # what render() does between encoding and denoising
     assert where(resident) == {"text_encoder": "meta", "unet": "meta", "vae": "meta"}
+
+
+@pytest.mark.parametrize(
+    "caps, argv, expected",
+    [
+        (
+            GPU_BF16,
+            [],
+            {"render": ("cuda", BF16, BF16), "train": ("cuda", BF16, BF16), "score": ("cuda", F32, F32)},
+        ),
+        (
+            GPU_FP16,
+            [],
+            {"render": ("cuda", F16, F32), "train": ("cuda", F16, F16), "score": ("cuda", F32, F32)},
+        ),
+        (GPU_BF16, ["--dtype", "fp32"], {"render": ("cuda", F32, F32), "train": ("cuda", F32, BF16)}),
+        (GPU_BF16, ["--tiny"], {"render": ("cpu", F32, F32), "train": ("cpu", F32, F32)}),
+        (CPU, [], {"render": ("cpu", F32, F32), "train": ("cpu", F32, F32), "score": ("cpu", F32, F32)}),
+    ],
+)
+def test_the_benchmark_asks_the_same_policy(caps, argv, expected):
+    """bench/kolors_bench.py measures what the harness would run: its plans are the policy's.
+    (render: device, weights, vae; train: device, weights, text encoder; score: device, weights, compute)"""
+    from bench.kolors_bench import parse_args, plans
+
+    got = plans(parse_args(["--out", "x.json", *argv]), caps=caps)
+    fields = {"render": ("device", "weights", "vae"), "train": ("device", "weights", "text_encoder")}
+    for role, want in expected.items():
+        names = fields.get(role, ("device", "weights", "compute"))
+        assert tuple(getattr(got[role], n) for n in names) == want, role
+
+
+@pytest.mark.parametrize(
+    "caps, argv, message",
+    [
+        (GPU_FP16, ["--dtype", "bf16"], "bfloat16 is not supported by this GPU"),
+        (CPU, ["--device", "cuda"], "no CUDA device"),
+        (CPU, ["--dtype", "fp16"], "needs a CUDA device"),
+    ],
+)
+def test_the_benchmark_refuses_what_the_harness_would_not_run(caps, argv, message):
+    from bench.kolors_bench import parse_args, plans
+
+    with pytest.raises(SystemExit, match=message):
+        plans(parse_args(["--out", "x.json", *argv]), caps=caps)
