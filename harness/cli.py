@@ -77,12 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.bundle.cli import add_parsers as add_bundle
     from harness.leaderboard.cli import add_parsers as add_leaderboard
     from harness.score.cli import add_parsers as add_score
+    from harness.sweep.cli import add_parsers as add_sweep
     from harness.train.cli import add_parsers as add_train
 
     add_train(sub)
     add_score(sub)
     add_bundle(sub)
     add_leaderboard(sub)
+    add_sweep(sub)
     return parser
 
 

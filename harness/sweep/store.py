@@ -1,0 +1,128 @@
+"""The sweep folder: what is in it, who may write it, and which candidates are finished.
+
+Owns: the folder's layout and marker (`sweep.json`, kind `harness.sweep`, naming the story,
+model and LoRA by sha256), the ownership rule (`harness.ownership`: only an absent or empty
+folder, or one this harness made for the same story and weights holding only what the sweep
+writes, is written into; a link is never followed), and the candidate records: a candidate is
+finished when its PNG and its score row (`candidates/<id>.png`, `candidates/<id>.json`, each
+written atomically, the row after the PNG and naming the PNG's sha256) are both on disk. A
+finished candidate is never rendered again, so a sweep stopped by kill -9 continues where it
+stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.ownership import Purpose, inspect
+
+KIND = "harness.sweep"
+MARKER = "sweep.json"
+CANDIDATES = "candidates"
+SHEETS = "sheets"
+LORA = "lora"
+TABLE = "candidates.csv"
+SWEPT_STORY = "story.swept.yaml"
+REPORT = "report.json"
+FILES = (MARKER, TABLE, SWEPT_STORY, REPORT)
+FOLDERS = (CANDIDATES, SHEETS, LORA)
+IDENTITY_KEYS = ("story_sha256", "model_sha256", "lora_sha256")
+MAX_ROW_BYTES = 1 << 20  # a row holds one image embedding (1,024 floats for ViT-H-14)
+_TEMP = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")  # harness.safeio.write_atomic's, left by kill -9
+
+
+def sheet_name(panel: int) -> str:
+    return f"{SHEETS}/panel-{panel:02d}.png"
+
+
+def _stray(folder: Path, marker: dict[str, Any]) -> str | None:
+    for name in sorted(os.listdir(folder)):
+        if name in FILES or _TEMP.fullmatch(name):
+            continue
+        if name in FOLDERS:
+            mode = os.lstat(folder / name).st_mode
+            if stat.S_ISDIR(mode):
+                continue
+            return f"{name} (not a real folder)"
+        return name
+    return None
+
+
+PURPOSE = Purpose(
+    what="a sweep folder",
+    marker=MARKER,
+    kind=KIND,
+    max_marker_bytes=64 << 10,
+    stray=_stray,
+)
+
+
+def check_folder(out: Path, identity: dict[str, Any]) -> bool:
+    """True when `out` holds this very sweep (continue it), False when it is absent or empty;
+    HarnessError when it is anything else: someone else's folder, a link, or the sweep of
+    another story or other weights."""
+    owned = inspect(out, PURPOSE, label=f"--out {out}")
+    if owned.state != "ours":
+        return False
+    marker = owned.marker or {}
+    for key in IDENTITY_KEYS:
+        if marker.get(key) != identity.get(key):
+            what = "another story" if key == "story_sha256" else f"other weights ({key} differs)"
+            theirs = marker.get("story")
+            named = f" ({theirs})" if isinstance(theirs, str) else ""
+            raise HarnessError(
+                f"--out {out}: holds the sweep of {what}{named}; choose another folder for this one"
+            )
+    return True
+
+
+def prepare_folder(out: Path, marker: dict[str, Any]) -> None:
+    """Create the sweep folder and its subfolders (never through a link) and write the marker."""
+    from harness.safeio import write_json
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (CANDIDATES, SHEETS):
+            sub = out / name
+            if not os.path.lexists(sub):
+                sub.mkdir()
+            elif not stat.S_ISDIR(os.lstat(sub).st_mode):
+                raise HarnessError(f"{sub}: is not a real folder; not written through")
+    except OSError as e:
+        raise HarnessError(f"{out}: cannot create the sweep folder ({e.strerror})") from None
+    write_json(out / MARKER, marker)
+
+
+def png_path(out: Path, cid: str) -> Path:
+    return out / CANDIDATES / f"{cid}.png"
+
+
+def row_path(out: Path, cid: str) -> Path:
+    return out / CANDIDATES / f"{cid}.json"
+
+
+def finished(out: Path, cid: str) -> dict[str, Any] | None:
+    """The candidate's score row when it and its PNG are complete on disk, else None."""
+    from harness.hashing import sha256_bytes
+    from harness.safeio import read_bytes, read_json
+
+    try:
+        row = read_json(row_path(out, cid), max_bytes=MAX_ROW_BYTES)
+        if not isinstance(row, dict) or row.get("id") != cid:
+            return None
+        png = read_bytes(png_path(out, cid), max_bytes=256 << 20)
+    except HarnessError:
+        return None
+    return row if sha256_bytes(png) == row.get("png_sha256") else None
+
+
+def write_row(out: Path, row: dict[str, Any]) -> None:
+    """Record a scored candidate; its PNG must be on disk already (the row names its hash)."""
+    from harness.safeio import write_json
+
+    write_json(row_path(out, row["id"]), row)
