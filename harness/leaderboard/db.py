@@ -70,6 +70,9 @@ CREATE TABLE bundles (
     ledger_token TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX bundles_digest ON bundles (digest);
+CREATE INDEX bundles_rank ON bundles (
+    status, aesthetic, consistency, alignment, reproducibility, source, team, name, path
+);
 """
 _COLUMNS = (
     "path digest verdict_sha256 team name title model_id created status reason aesthetic consistency "
@@ -342,24 +345,30 @@ def query(
     limit: int | None = None,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Ranked rows (rank = place on the whole board, before filters), filtered, one page."""
+    """Ranked rows (rank = place on the whole board, before filters), filtered, one page.
+
+    The rank is computed over the narrow `bundles_rank` index (every ranking key is in it), the
+    page picked there, and only the page's rows are read in full: a row is ~4 KB (its entry
+    JSON), so ranking 10,000 of them through the table read 40 MB per page.
+    """
     where, args = [], []
-    if search.strip():
-        where.append("instr(search, ?) > 0")
-        args.append(search.strip().casefold())
     if valid_only:
         where.append("status = 'valid'")
     if min_aesthetic is not None and min_aesthetic > 0:
         where.append("aesthetic >= ?")
         args.append(float(min_aesthetic))
-    cols = ", ".join(c for c in TABLE_COLUMNS if c != "rank")
+    if search.strip():
+        where.append("path IN (SELECT path FROM bundles WHERE instr(search, ?) > 0)")
+        args.append(search.strip().casefold())
+    cols = ", ".join(f"b.{c}" for c in TABLE_COLUMNS if c != "rank")
     sql = (
-        f"SELECT * FROM (SELECT ROW_NUMBER() OVER (ORDER BY {ranking.sql}) AS rank, {cols}, search "
-        f"FROM bundles) {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY rank"
+        f"WITH ranked AS (SELECT path, status, aesthetic, ROW_NUMBER() OVER (ORDER BY {ranking.sql}) AS rank "
+        "FROM bundles), "
+        f"page AS (SELECT path, rank FROM ranked {'WHERE ' + ' AND '.join(where) if where else ''} "
+        "ORDER BY rank LIMIT ? OFFSET ?) "
+        f"SELECT page.rank AS rank, {cols} FROM page JOIN bundles b ON b.path = page.path ORDER BY page.rank"
     )
-    if limit is not None:
-        sql += " LIMIT ? OFFSET ?"
-        args += [int(limit), int(offset)]
+    args += [-1 if limit is None else int(limit), int(offset)]
     return [{c: r[c] for c in TABLE_COLUMNS} for r in conn.execute(sql, args)]
 
 
