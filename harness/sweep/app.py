@@ -1,0 +1,261 @@
+"""`harness sweep serve DIR`: a Gradio page to look at a sweep's candidates and pick by eye.
+
+Owns: the pick page. Each swept panel shows its candidates ranked by aesthetic score with their
+scores; a person can override the sweep's pick (and the LoRA strength, which is one for the
+whole story), sees the story's mean aesthetic score, its consistency and the gate update, and
+saves the story as `story.picked.yaml` in DIR (the sweep's own `story.swept.yaml` is left as
+the sweep chose). Reads only a folder `harness sweep` made (its marker, rows and PNGs through
+`harness.safeio`: no link followed); images reach the browser re-encoded from decoded pixels.
+Serves on 127.0.0.1 by default, with no share link and no allowed_paths, behind the
+leaderboard's HTTP guard (no upload route, no outside host).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.sweep import store
+from harness.sweep.plan import scale_text
+from harness.sweep.select import Option, story_scores
+
+PICKED_STORY = store.PICKED_STORY
+THUMB = 256
+
+
+class Picks:
+    """The page's data side (no Gradio): a sweep folder's candidates, the story's numbers for
+    any pick, and saving a pick as a story."""
+
+    def __init__(self, out: Path):
+        from harness.ownership import inspect
+        from harness.safeio import read_json
+        from harness.sweep.outputs import read_table
+
+        self.out = Path(out)
+        if inspect(self.out, store.PURPOSE, label=str(self.out)).state != "ours":
+            raise HarnessError(f"{self.out}: not a sweep folder (run `harness sweep STORY --out {self.out}`)")
+        self.report = read_json(self.out / store.REPORT, max_bytes=4 << 20)
+        self.threshold = float(self.report["threshold"])
+        self.steps = int(self.report["steps"])
+        self.swept: list[int] = [int(p) for p in self.report["swept_panels"]]
+        table = read_table(self.out)
+        self.options: dict[Any, dict[int, list[Option]]] = {}
+        for cid in table.query("steps == @self.steps")["id"]:
+            row = store.finished(self.out, str(cid))
+            if row is None:
+                continue
+            o = Option(
+                row["id"], row["panel"], row["rank"], row["seed"], row["scale"], row["aesthetic"],
+                row["clip_t"], tuple(row["embedding"]),
+            )  # fmt: skip
+            self.options.setdefault(o.scale, {}).setdefault(o.panel, []).append(o)
+        for per_panel in self.options.values():
+            for p in per_panel:
+                per_panel[p].sort(key=lambda o: (-o.aesthetic, o.rank))
+        self.scales = list(self.options)
+        self.chosen_scale = self.report["after"]["scale"]
+        self.chosen = {int(r["panel"]): r["chosen"]["id"] for r in self.report["panels"]}
+        self.original = {int(r["panel"]): r["original"]["id"] for r in self.report["panels"]}
+        from harness.config.story import load_story
+
+        self.template = load_story(self.out / store.SWEPT_STORY, follow_links=False)
+
+    def by_id(self, scale, cid: str) -> Option | None:
+        return next((o for opts in self.options.get(scale, {}).values() for o in opts if o.id == cid), None)
+
+    def default_pick(self, scale) -> dict[int, str]:
+        """The sweep's pick at its strength; at another strength, each panel's best candidate."""
+        if scale == self.chosen_scale:
+            return dict(self.chosen)
+        return {p: opts[0].id for p, opts in self.options[scale].items()}
+
+    def resolve(self, scale, picks: dict[int, str | None]) -> list[Option]:
+        """One candidate per panel: the picked one where given, else the panel's story seed."""
+        chosen = []
+        for p, opts in sorted(self.options[scale].items()):
+            o = self.by_id(scale, picks.get(p) or "") if picks.get(p) else None
+            chosen.append(o if o is not None and o.panel == p else next(x for x in opts if x.rank == 0))
+        return chosen
+
+    def summary(self, scale, picks: dict[int, str | None]) -> str:
+        chosen = self.resolve(scale, picks)
+        mean, clip_i = story_scores(chosen)
+        before = self.report["before"]["aesthetic_mean"]
+        gate = "VALID" if mean >= self.threshold else "INVALID"
+        ci = "n/a" if clip_i is None else f"{clip_i:.4f}"
+        return (
+            f"story mean aesthetic {mean:.4f} (original {before:.4f}) · CLIP-I {ci} · "
+            f"{_scale_label(scale)} · gate (mean >= {self.threshold:g}): {gate}"
+        )
+
+    def image(self, option: Option):
+        from PIL import Image
+
+        from harness.imaging import open_untrusted
+        from harness.safeio import read_bytes
+
+        data = read_bytes(store.png_path(self.out, option.id), max_bytes=256 << 20)
+        with open_untrusted(io.BytesIO(data), 1 << 26) as im:
+            rgb = im.convert("RGB")
+        if max(rgb.size) < THUMB:  # the tiny model's panels: enlarge without smoothing
+            k = THUMB // max(rgb.size)
+            rgb = rgb.resize((rgb.width * k, rgb.height * k), Image.Resampling.NEAREST)
+        return rgb
+
+    @staticmethod
+    def label(o: Option, n: int) -> str:
+        seed = "story seed" if o.rank == 0 else f"seed #{o.rank}"
+        clip_t = "n/a" if o.clip_t is None else f"{o.clip_t:.3f}"
+        return f"{n}. {seed} {o.seed} · aesthetic {o.aesthetic:.4f} · CLIP-T {clip_t}"
+
+    def save(self, scale, picks: dict[int, str | None]) -> Path:
+        """story.picked.yaml: the sweep's story with these seeds and this strength, validated."""
+        import yaml
+
+        from harness.config.story import load_story
+        from harness.safeio import write_atomic
+
+        data = self.template.story.model_dump(mode="json", exclude_none=True)
+        for o in self.resolve(scale, picks):
+            data["panels"][o.panel - 1]["seed"] = o.seed
+        if scale is not None and "lora" in data:
+            data["lora"]["scale"] = scale
+        text = "# Picked on `harness sweep serve` from the sweep's candidates.\n" + yaml.safe_dump(
+            data, allow_unicode=True, sort_keys=False, width=1000
+        )
+        path = write_atomic(self.out / PICKED_STORY, text)
+        load_story(path, follow_links=False)
+        return path
+
+
+def _scale_label(scale) -> str:
+    return "no LoRA" if scale is None else f"LoRA ×{scale:g}"
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def build_app(out: Path):
+    """The Gradio Blocks of the pick page (not launched; see `serve`)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    import gradio as gr
+
+    picks = Picks(out)
+    swept = picks.swept
+
+    def gallery(scale, p):
+        opts = picks.options[scale][p]
+        return [(picks.image(o), picks.label(o, i + 1)) for i, o in enumerate(opts)]
+
+    def radio(scale, p, value):
+        opts = picks.options[scale][p]
+        return gr.Radio(choices=[(picks.label(o, i + 1), o.id) for i, o in enumerate(opts)], value=value)
+
+    def current(scale, values) -> dict[int, str | None]:
+        return dict(zip(swept, values, strict=True))
+
+    def on_pick(name, *values):
+        scale = by_name[name]
+        return picks.summary(scale, current(scale, values))
+
+    def on_scale(name):
+        scale = by_name[name]
+        default = picks.default_pick(scale)
+        return (
+            [radio(scale, p, default[p]) for p in swept]
+            + [gallery(scale, p) for p in swept]
+            + [picks.summary(scale, default)]
+        )
+
+    def on_save(name, *values):
+        scale = by_name[name]
+        try:
+            path = picks.save(scale, current(scale, values))
+        except HarnessError as e:
+            return f"not saved: {e}"
+        return f"saved {path.name}: {picks.summary(scale, current(scale, values))}"
+
+    by_name = {scale_text(s): s for s in picks.scales}  # a Radio's values are text (None has no LoRA)
+    scale0 = picks.chosen_scale
+    story = picks.report["story"]
+    with gr.Blocks(title=f"sweep: {story}", analytics_enabled=False) as demo:
+        gr.Markdown("# Sweep: pick the story's panels")  # fixed text only
+        summary = gr.Textbox(
+            value=picks.summary(scale0, picks.chosen),
+            label="story",
+            interactive=False,
+            elem_id="sweep-summary",
+        )
+        strength = gr.Radio(
+            choices=[(_scale_label(s), scale_text(s)) for s in picks.scales],
+            value=scale_text(scale0),
+            label="LoRA strength (one for the whole story)",
+            visible=len(picks.scales) > 1,
+            elem_id="strength",
+        )
+        radios, galleries = [], []
+        for p in swept:
+            with gr.Row():
+                with gr.Column(scale=3):
+                    galleries.append(
+                        gr.Gallery(
+                            value=gallery(scale0, p),
+                            label=f"panel {p}: {_short(picks.template.story.panels[p - 1].prompt)}",
+                            columns=4,
+                            height="auto",
+                            object_fit="contain",
+                            elem_id=f"gallery-{p}",
+                        )
+                    )
+                with gr.Column(scale=2):
+                    opts = picks.options[scale0][p]
+                    radios.append(
+                        gr.Radio(
+                            choices=[(picks.label(o, i + 1), o.id) for i, o in enumerate(opts)],
+                            value=picks.chosen[p],
+                            label=f"panel {p}: pick",
+                            elem_id=f"pick-{p}",
+                        )
+                    )
+        with gr.Row():
+            save = gr.Button("save story", elem_id="save")
+            status = gr.Textbox(label="saved", interactive=False, elem_id="save-status")
+        for r in radios:
+            r.change(on_pick, [strength, *radios], [summary], api_visibility="private")
+        strength.change(on_scale, [strength], [*radios, *galleries, summary], api_visibility="private")
+        save.click(on_save, [strength, *radios], [status], api_visibility="private")
+    return demo
+
+
+def serve(out: Path, *, host: str = "127.0.0.1", port: int | None = None, block: bool = True):
+    """Launch the pick page; returns (demo, local url). No share link and no allowed_paths."""
+    import gradio as gr
+    from starlette.middleware import Middleware
+
+    from harness.leaderboard.http_guard import ReadOnlyGuard
+
+    demo = build_app(out)
+    demo.queue(default_concurrency_limit=1)
+    _, url, _ = demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        prevent_thread_lock=not block,
+        show_error=False,
+        quiet=not block,
+        theme=gr.themes.Base(
+            font=["system-ui", "Noto Sans CJK SC", "WenQuanYi Micro Hei", "sans-serif"],
+            font_mono=["ui-monospace", "DejaVu Sans Mono", "monospace"],
+        ),
+        ssr_mode=False,
+        mcp_server=False,
+        pwa=False,
+        enable_monitoring=False,
+        app_kwargs={"middleware": [Middleware(ReadOnlyGuard)]},
+    )
+    return demo, url
