@@ -82,11 +82,13 @@ def test_writes_the_table_the_sheets_and_a_valid_swept_story(demo_sweep):
 
 
 def test_the_choice_is_never_worse_than_the_story_by_the_objective(demo_sweep):
+    from harness.config.scoring import ScoringConfig
+
     _, out, _ = demo_sweep
     report = json.loads((out / "report.json").read_text())
     assert report["after"]["aesthetic_mean"] >= report["before"]["aesthetic_mean"]
     assert report["after"]["clip_i"] >= report["before"]["clip_i"]  # the default floor
-    assert report["threshold"] == 6.0 and report["after"]["gate"] == "INVALID"
+    assert report["threshold"] == ScoringConfig().threshold and report["after"]["gate"] == "INVALID"
     for row in report["panels"]:
         assert row["chosen"]["aesthetic"] >= row["original"]["aesthetic"] or not row["swept"]
 
@@ -155,6 +157,9 @@ def test_a_sweep_killed_with_kill_9_continues_without_rendering_a_finished_candi
         path = rows / (stem if stem.endswith(".png") else f"{stem}.json")
         assert path.stat().st_mtime_ns == mtime, f"{path.name} was written again"
     assert len(read_table(out)) == 9
+    count = run.RENDER_COUNT[0]
+    assert main([*args[:2], "--seeds", "4", *args[4:]]) == 1  # one more seed extends the sweep
+    assert run.RENDER_COUNT[0] - count == 2
 
 
 def test_lora_strengths_are_swept_for_the_whole_story_and_the_swept_story_carries_its_lora(
