@@ -59,6 +59,7 @@ def ray_cluster(harness_cache):
         _temp_dir=temp,
         object_store_memory=100 << 20,
         log_to_driver=False,
+        _system_config={"worker_niceness": 0},  # as the harness's private Ray: no starving on a busy CI box
     )
     try:
         yield ray

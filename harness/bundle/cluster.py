@@ -6,7 +6,8 @@ and the private cluster's temp folder. A private cluster (no `--address`) is alw
 under `$TMPDIR/harness-ray-<uid>/` held with an flock while it runs; folders of runs that died
 (their lock free) are removed by the next run. It uses token authentication with a random token
 kept in this process's environment (Ray's gRPC ports listen on every interface; nothing is
-written to ~/.ray). Imports ray inside functions only.
+written to ~/.ray), and its workers run at the judge's own priority (Ray starts workers at nice
+15, which on a busy machine halved their throughput). Imports ray inside functions only.
 """
 
 from __future__ import annotations
@@ -100,7 +101,13 @@ def connect(address: str | None) -> Iterator[object]:
     if address is None:
         with _private_temp() as temp:
             try:
-                ray.init("local", _temp_dir=str(temp), object_store_memory=OBJECT_STORE_BYTES, **quiet)
+                ray.init(
+                    "local",
+                    _temp_dir=str(temp),
+                    object_store_memory=OBJECT_STORE_BYTES,
+                    _system_config={"worker_niceness": 0},  # Ray's default 15 starves them beside others
+                    **quiet,
+                )
             except Exception as e:  # noqa: BLE001 - Ray's start-up errors are long; one line
                 raise HarnessError(f"cannot start a local Ray ({first_line(e)})") from None
             try:
