@@ -297,7 +297,8 @@ def launch_blocks(demo, *, host: str | None = None, port: int | None = None, blo
     """Serve `demo` read-only (see the module docstring); returns the local URL.
 
     No share link, no allowed_paths, no SSR, MCP, PWA or monitoring routes; every request
-    passes `http_guard.ReadOnlyGuard`.
+    passes `http_guard.ReadOnlyGuard`. Before returning (or blocking) it asks the app for its
+    first page once (`_warm_up`), so no viewer pays Gradio's one-time start of event processing.
     """
     from starlette.middleware import Middleware
 

@@ -30,12 +30,14 @@ apply.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import __version__
+from harness import __version__, safeio
 from harness.bundle.batch import LEDGER, BundleTimeout, find_bundles, read_ledger, time_limit
+from harness.config.gate import AESTHETIC_GATE
 from harness.errors import HarnessError, first_line
 from harness.hashing import DigestCache
 from harness.leaderboard import db, stats
@@ -110,6 +112,24 @@ class _Ledger:
         return self._data
 
 
+MAX_DIGESTS_BYTES = 256 << 20
+
+
+def _load_digests(file: Path) -> dict[str, str]:
+    """The digest cache's {key: sha256}, {} when absent, a link, not a flat JSON object, or
+    unreadable. A bounded no-follow read; the nesting check of `safeio.read_json` is skipped
+    (its scan of 15 MB took longer than the build it served) because the C JSON parser refuses
+    deep nesting by itself (RecursionError) and anything but a flat object is dropped."""
+    try:
+        raw = safeio.read_bytes(file, max_bytes=MAX_DIGESTS_BYTES, what=str(file))
+        data = json.loads(raw)
+    except (HarnessError, RecursionError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
 class _Digests:
     """The digest cache, loaded only when a bundle is read; saved keeping the entries of the
     bundles kept unread and only the used entries of the bundles read."""
@@ -121,7 +141,9 @@ class _Digests:
 
     def get(self) -> DigestCache | None:
         if self.cache is None and self.file is not None:
-            self.cache = DigestCache(self.file, untrusted=True)
+            self.cache = DigestCache(None, untrusted=True)
+            self.cache.entries = _load_digests(self.file)
+            self.cache.file = self.file
         return self.cache
 
     def save(self, read: set[str], kept: set[str]) -> None:
@@ -203,7 +225,7 @@ def build_index(
     root: Path,
     db_path: Path | None = None,
     *,
-    threshold: float = 6.0,
+    threshold: float = AESTHETIC_GATE,
     progress: bool = True,
     timeout: float | None = BUNDLE_TIMEOUT_S,
     full: bool = False,
