@@ -131,14 +131,16 @@ def cmd_render(args) -> int:
 
 
 def _print_render(result, out: Path) -> None:
+    from harness.layout import IMAGES, RUN_MANIFEST
+
     m = result.manifest
     print(
         f"rendered panels {','.join(map(str, result.rendered))} into {out} "
-        f"({len(m['panels'])}/{m['story']['panel_count']} panels present, {m['status']})"
+        f"({len(m.panels)}/{m.story.panel_count} panels present, {m.status})"
     )
-    print(f"  images:        {out / 'images'}")
+    print(f"  images:        {out / IMAGES}")
     print(f"  contact sheet: {result.contact_sheet}")
-    print(f"  manifest:      {out / 'manifest.json'}")
+    print(f"  manifest:      {out / RUN_MANIFEST}")
 
 
 def cmd_run(args) -> int:
@@ -186,11 +188,11 @@ def cmd_run(args) -> int:
 def cmd_inspect(args) -> int:
     import json
 
-    from harness.render.pngmeta import describe, read_params
+    from harness.render.pngmeta import describe, read_panel_params
 
-    params = read_params(args.image)
+    params = read_panel_params(args.image)
     if args.json:
-        print(json.dumps(params, ensure_ascii=True, indent=2))
+        print(json.dumps(params.to_json(), ensure_ascii=True, indent=2))
     else:  # the values come from the file: no terminal escape reaches the screen
         print("\n".join(one_line(line) for line in describe(params).splitlines()))
     return 0

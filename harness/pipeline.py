@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.layout import LORA_DIR, TRAINING_JSON
+
 if TYPE_CHECKING:
     from harness.bundle.writer import BundleResult
     from harness.config.scoring import ScoringConfig
     from harness.render.run import RenderResult
     from harness.score.api import ScoreRun
 
-RUN_LORA_DIR = "lora"  # where a run keeps the LoRA it trained, in every format (read by bundle)
-RUN_TRAINING = "training.json"
+# Where a run keeps the LoRA it trained, in every format (read by bundle), and the training record.
+RUN_LORA_DIR, RUN_TRAINING = LORA_DIR, TRAINING_JSON
 
 
 @dataclass
@@ -122,7 +124,7 @@ def run_story(
         from harness.bundle.writer import check_target
         from harness.hashing import sha256_bytes, sha256_file
 
-        shas = {plan.lora["sha256"]} if plan.lora else set()
+        shas = {plan.lora.sha256} if plan.lora else set()
         if lora_file is not None:  # every format the training wrote is bundled
             shas |= {sha256_file(f) for f in lora_file.parent.glob("*.safetensors")}
         source = loaded.source if loaded.source is not None else loaded.path.read_bytes()

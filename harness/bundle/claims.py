@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.bundle.manifest import MiB
-from harness.bundle.writer import SCORES
 from harness.errors import HarnessError
+from harness.layout import SCORES
 
 MAX_JSON_BYTES = 10 * MiB
 MAX_JSON_DEPTH = 16  # scores.json as the harness writes it is 5 levels deep

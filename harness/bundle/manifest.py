@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import HarnessError
 from harness.hashing import DigestCache, sha256_bytes, sha256_file
+from harness.layout import BUNDLE_MANIFEST as MANIFEST
+from harness.layout import IMAGE_EXT, LORA_EXT, TEXT_EXT, VERDICT
 
-MANIFEST = "manifest.json"
-VERDICT = "verdict.json"  # written by `harness verify`; never part of a bundle's content
 FORMAT = 1
 
 MiB = 1 << 20
@@ -30,9 +30,6 @@ MAX_FILES = 256
 MAX_MANIFEST_BYTES = 1 * MiB
 MAX_PATH_CHARS = 200
 MAX_DEPTH = 8  # folders below a bundle's root (it needs 1: images/, lora/)
-IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp")
-LORA_EXT = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-TEXT_EXT = (".json", ".yaml", ".yml", ".md", ".txt")
 CAPS = {  # bytes per file, by kind
     "lora": 2 * 1024 * MiB,
     "image": 50 * MiB,

@@ -4,7 +4,7 @@ Owns: the order of the checks and the verdict. A bundle is never trusted: the ma
 checked against the files first (missing, extra, altered, symlinked, oversized); only files the
 manifest lists and that are intact regular files are opened, and only with the safe readers:
 `harness.safeio` (JSON: no link followed, no FIFO opened, size and depth capped),
-`harness.config.yamlio.read_yaml` (story.yaml), `content.py` (images and their embedded
+`harness.config.story.load_story` without file checks (story.yaml), `content.py` (images and their embedded
 parameters) and `harness.lora.checks` (LoRA files). Nothing outside the bundle is opened,
 hashed or read because of what the bundle says: its story's lora.path, its run record's
 story.source and the LoRA file names its panels record are never used as paths; the only LoRA
@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.bundle import manifest as mf
-from harness.layout import IMAGES as IMAGES_DIR
-from harness.layout import PROMPTS, RUN_JSON, SCORES, STORY, panel_file
 from harness.config.naming import parse_model_id
 from harness.errors import HarnessError, first_line
+from harness.layout import IMAGES as IMAGES_DIR
+from harness.layout import PROMPTS, RUN_JSON, SCORES, STORY, panel_file
+from harness.render.records import SAMPLING_KEYS, PanelParams
 from harness.score.reproduce import ALLOWED_BASES, allowed_base
 
 if TYPE_CHECKING:
@@ -222,9 +223,9 @@ def _embedded_problem(rel: str, raw: dict[str, Any], story, i: int) -> tuple[Pan
         params = parse(PanelParams, raw, f"{rel}: embedded parameters")
     except RecordError as e:
         # A setting the story decides, embedded with the wrong type, differs from the story.
-        top = e.field.split(".")[0]
-        if top in _HELD:
-            return None, f"{rel}: embedded {'lora.scale' if e.field == 'lora.scale' else top} differs from {STORY} (panel {i})"
+        held = e.field if e.field == "lora.scale" else e.field.split(".")[0]
+        if held in (*_HELD, "lora.scale"):
+            return None, f"{rel}: embedded {held} differs from {STORY} (panel {i})"
         return None, str(e)
     panel = story.panels[i - 1]
     if params.prompt != panel.prompt or not _same(params.seed, panel.seed):
@@ -242,7 +243,8 @@ def _content_checks(bundle: Path, v: Verdict, intact: dict[str, str], story, man
 
     size = (story.sampling.width, story.sampling.height) if story is not None else None
     image_problems: list[str] = []
-    panel_params: dict[int, dict[str, Any]] = {}
+    panel_params: dict[int, dict[str, Any]] = {}  # the JSON as found, by panel number
+    embedded: dict[int, PanelParams] = {}  # the panels whose JSON is a PanelParams
     for rel in sorted(intact):
         if mf.kind_of(rel) != "image":
             continue
@@ -254,9 +256,9 @@ def _content_checks(bundle: Path, v: Verdict, intact: dict[str, str], story, man
             if stem.isdigit():
                 panel_params[int(stem)] = params
     if story is not None:
-        for i, panel in enumerate(story.panels, start=1):
+        for i in range(1, story.panel_count + 1):
             params = panel_params.get(i)
-            rel = f"{IMAGES_DIR}/{i:02d}.png"
+            rel = panel_file(i)
             if rel not in intact:
                 continue
             if params is None:
@@ -268,7 +270,13 @@ def _content_checks(bundle: Path, v: Verdict, intact: dict[str, str], story, man
             if typed is not None:
                 embedded[i] = typed
             model = params.get("model")
-            ref = typed.model.ref if typed is not None else model.get("ref") if isinstance(model, dict) else None
+            ref = (
+                typed.model.ref
+                if typed is not None
+                else model.get("ref")
+                if isinstance(model, dict)
+                else None
+            )
             if not _allowed_base(ref):
                 image_problems.append(f"{rel}: embedded base model {ref!r} is not allowed")
     v.add("images", image_problems, f"{len(panel_params)} panels with embedded parameters")
@@ -287,7 +295,7 @@ def _content_checks(bundle: Path, v: Verdict, intact: dict[str, str], story, man
         lora_problems += [f"{rel}: {p}" for p in problems]
         if not problems:
             sound[intact[rel]] = bundle / rel
-    used = {(p.get("lora") or {}).get("sha256") for p in panel_params.values()} - {None}
+    used = {p.lora.sha256 for p in embedded.values() if p.lora is not None}
     for digest in sorted(used):
         if digest not in sound and not lora_problems:
             lora_problems.append(
@@ -319,12 +327,12 @@ def rerun_checks(bundle: Path, loras: Path | list[Path] | None, config: "Scoring
     (`scored_pixels`); the team's files are scored too when they differ, for the claims check.
     """
     from harness.config.scoring import scoring_for
-    from harness.config.story import Story
-    from harness.config.yamlio import parse_model, read_yaml
+    from harness.config.story import load_story
     from harness.score.api import score_run, summary
 
     # Schema only: the story's own lora.path is never followed (its LoRA is in lora/).
-    base_model = parse_model(read_yaml(bundle / STORY), Story).base_model
+    story = load_story(bundle / STORY, check_files=False, check_tokens=False, follow_links=False)
+    base_model = story.story.base_model
     if not allowed_base(base_model):  # _story_checks refused it already; never reached
         raise HarnessError(f"{STORY}: base_model {base_model!r} is not allowed")
     given = [] if loras is None else [loras] if isinstance(loras, Path) else list(loras)
@@ -424,14 +432,14 @@ def verify_bundle(
     sound = _content_checks(bundle, v, intact, story, manifest)
     run_problems = []
     if RUN_JSON in listed:
+        from harness.render.records import RunManifest, parse
+
         recorded = None
         try:
-            run = _read_json(bundle, RUN_JSON)
-            recorded = {p["file"]: p["sha256"] for p in run.get("panels", [])}
+            run = parse(RunManifest, _read_json(bundle, RUN_JSON), f"{RUN_JSON}: not a readable run record")
+            recorded = {p.file: p.sha256 for p in run.panels}
         except HarnessError as e:
             run_problems.append(str(e))
-        except (AttributeError, TypeError, KeyError):
-            run_problems.append(f"{RUN_JSON}: not a readable run record")
         if recorded is not None:
             for rel, digest in sorted(recorded.items()):
                 if rel in intact and intact[rel] != digest:
@@ -488,7 +496,13 @@ def _claims_check(bundle: Path, v: Verdict, intact: set[str], result: Rerun) -> 
 
 
 _MOVED = {
-    "write_verdict", "find_bundles", "current_digest", "read_ledger", "Row", "verify_all", "summary_table"
+    "write_verdict",
+    "find_bundles",
+    "current_digest",
+    "read_ledger",
+    "Row",
+    "verify_all",
+    "summary_table",
 }
 
 

@@ -26,20 +26,24 @@ from typing import Any
 from harness.bundle import manifest as mf
 from harness.config.naming import ModelId, model_id
 from harness.errors import HarnessError
+from harness.layout import (
+    CARD,
+    CONFIGURATION,
+    CONTACT_SHEET,
+    LORA_DIR,
+    PROMPTS,
+    RUN_JSON,
+    RUN_MANIFEST,
+    SCORES,
+    STORY,
+    TRAINING_JSON,
+)
+from harness.layout import IMAGES as IMAGES_DIR
 from harness.ownership import Purpose, inspect, swap_in
+from harness.render.records import PanelRecord, RunManifest
 from harness.safeio import write_atomic, write_json
 
 NAMESPACE_ENV = "MODELSCOPE_NAMESPACE"
-RUN_JSON = "run.json"
-PROMPTS = "prompts.json"
-SCORES = "scores.json"
-STORY = "story.yaml"
-CARD = "README.md"
-CONFIGURATION = "configuration.json"
-LORA_DIR = "lora"
-IMAGES_DIR = "images"
-CONTACT_SHEET = "contact_sheet.png"
-TRAINING_JSON = "training.json"  # optional, written by the training stage into the run folder
 
 
 @dataclass
@@ -61,40 +65,39 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _run_story(run_dir: Path):
-    from harness.config.story import Story
-    from harness.config.yamlio import parse_model, read_yaml
+    from harness.config.story import load_story
 
-    return parse_model(read_yaml(run_dir / STORY), Story)
+    # The exact story rendered, for its settings: the files it names were checked at render time.
+    return load_story(run_dir / STORY, check_files=False, check_tokens=False, follow_links=False).story
 
 
-def _story_lora(run_dir: Path, run: dict[str, Any], story) -> Path | None:
+def _story_lora(run_dir: Path, run: RunManifest, story) -> Path | None:
     """The LoRA file the story used, found beside the original story, checked against its hash."""
-    from harness.hashing import sha256_file
+    from harness.locate import find_by_sha256
 
-    rec = run.get("lora")
-    if not rec or story.lora is None:
+    rec = run.lora
+    if rec is None or story.lora is None:
         return None
     # A story that trains its LoRA (lora.train) names no file: `harness run` keeps the trained
     # formats in RUN_DIR/lora/, and the hash recorded with the panels picks the one rendered with.
-    p = Path(story.lora.path or rec.get("file") or "").expanduser()
+    p = Path(story.lora.path or rec.file or "").expanduser()
     candidates = [p] if p.is_absolute() else []
-    source = (run.get("story") or {}).get("source")
     if not p.is_absolute():
-        if source:
-            candidates.append(Path(source).parent / p)
+        if run.story.source:
+            candidates.append(Path(run.story.source).parent / p)
         candidates += [run_dir / p, run_dir / LORA_DIR / p.name]
-    for c in candidates:
-        if c.is_file() and sha256_file(c) == rec.get("sha256"):
-            return c
+    found, _ = find_by_sha256(candidates, rec.sha256)
+    if found is not None:
+        return found
     looked = ", ".join(str(c) for c in candidates)
     raise HarnessError(
-        f"{run_dir}: the LoRA the panels were rendered with ({rec.get('file')}, sha256 "
-        f"{str(rec.get('sha256'))[:12]}…) was not found unchanged (looked at {looked}); "
+        f"{run_dir}: the LoRA the panels were rendered with ({rec.file}, sha256 "
+        f"{rec.sha256[:12]}…) was not found unchanged (looked at {looked}); "
         "pass it with --lora or render again"
     )
 
 
-def _collect_loras(run_dir: Path, run: dict[str, Any], story, extra: list[Path]) -> list[Path]:
+def _collect_loras(run_dir: Path, run: RunManifest, story, extra: list[Path]) -> list[Path]:
     files: list[Path] = []
     used = _story_lora(run_dir, run, story)
     if used is not None:
@@ -131,24 +134,22 @@ def _collect_loras(run_dir: Path, run: dict[str, Any], story, extra: list[Path])
     return out
 
 
-def _check_run(run_dir: Path) -> dict[str, Any]:
+def _check_run(run_dir: Path) -> RunManifest:
     from harness.hashing import sha256_file
-    from harness.render.outdir import read_manifest
+    from harness.render.outdir import read_run_manifest
 
     if not run_dir.is_dir():
         raise HarnessError(f"{run_dir}: no such run folder")
-    run = read_manifest(run_dir)
+    run = read_run_manifest(run_dir)
     if run is None:
-        raise HarnessError(f"{run_dir}: no manifest.json (not a harness run folder)")
-    if run.get("status") != "complete":
-        raise HarnessError(
-            f"{run_dir}: the run is {run.get('status')!r}, not complete; render every panel first"
-        )
-    for p in run.get("panels", []):
-        if mf.unsafe_path_reason(p.get("file")) is not None:
-            raise HarnessError(f"{run_dir}: manifest.json names panel file {p.get('file')!r} outside the run")
-        f = run_dir / p["file"]
-        if not f.is_file() or sha256_file(f) != p.get("sha256"):
+        raise HarnessError(f"{run_dir}: no {RUN_MANIFEST} (not a harness run folder)")
+    if run.status != "complete":
+        raise HarnessError(f"{run_dir}: the run is {run.status!r}, not complete; render every panel first")
+    for p in run.panels:
+        if mf.unsafe_path_reason(p.file) is not None:
+            raise HarnessError(f"{run_dir}: {RUN_MANIFEST} names panel file {p.file!r} outside the run")
+        f = run_dir / p.file
+        if not f.is_file() or sha256_file(f) != p.sha256:
             raise HarnessError(f"{f}: missing or changed since it was rendered; render again")
     if not (run_dir / STORY).is_file():
         raise HarnessError(f"{run_dir}: no {STORY} (the exact story file used)")
@@ -276,21 +277,13 @@ def write_bundle(
     try:
         (tmp / IMAGES_DIR).mkdir()
         panels = []
-        for p in run["panels"]:
-            shutil.copyfile(run_dir / p["file"], tmp / IMAGES_DIR / Path(p["file"]).name)
-            panels.append(
-                {
-                    "index": p["index"],
-                    "file": f"{IMAGES_DIR}/{Path(p['file']).name}",
-                    "seed": p["seed"],
-                    "prompt": p["prompt"],
-                    "negative_prompt": p["negative_prompt"],
-                }
-            )
+        for p in run.panels:
+            shutil.copyfile(run_dir / p.file, tmp / IMAGES_DIR / Path(p.file).name)
+            panels.append(_prompt_row(p))
         if (run_dir / CONTACT_SHEET).is_file():
             shutil.copyfile(run_dir / CONTACT_SHEET, tmp / CONTACT_SHEET)
         shutil.copyfile(run_dir / STORY, tmp / STORY)
-        shutil.copyfile(run_dir / mf.MANIFEST, tmp / RUN_JSON)
+        shutil.copyfile(run_dir / RUN_MANIFEST, tmp / RUN_JSON)
         _write_json(tmp / PROMPTS, panels)
         if scores is not None:
             shutil.copyfile(scores_path, tmp / SCORES)
@@ -396,6 +389,17 @@ def write_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BundleResult(target, mid, manifest)
+
+
+def _prompt_row(p: PanelRecord) -> dict[str, Any]:
+    """A panel's row of prompts.json: its bundle path, seed and prompts."""
+    return {
+        "index": p.index,
+        "file": f"{IMAGES_DIR}/{Path(p.file).name}",
+        "seed": p.seed,
+        "prompt": p.prompt,
+        "negative_prompt": p.negative_prompt,
+    }
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from harness.config import scorers as scorer_names
 from harness.config.common import StrictModel
+from harness.config.gate import AESTHETIC_GATE
 from harness.config.registry import DEFAULT_AESTHETIC, DEFAULT_ALIGNMENT, DEFAULT_CONSISTENCY
 from harness.config.yamlio import parse_model, read_yaml
 
@@ -31,7 +32,7 @@ class Tolerances(StrictModel):
 class ScoringConfig(StrictModel):
     """Everything that decides a score apart from the images themselves."""
 
-    threshold: float = Field(6.0, allow_inf_nan=False)  # the competition's aesthetic gate
+    threshold: float = Field(AESTHETIC_GATE, allow_inf_nan=False)  # the competition's gate
     min_panels: int = Field(8, ge=1, le=64)  # used when no story says how many panels
     scorers: list[str] = list(DEFAULT_SCORERS)
     aesthetic_model: str = DEFAULT_AESTHETIC

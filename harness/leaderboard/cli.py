@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.config.gate import AESTHETIC_GATE
+
 
 def _common(p, *, ranking: bool) -> None:
     p.add_argument(
@@ -30,7 +32,12 @@ def add_parsers(sub) -> None:
 
     p = lsub.add_parser("build", help="index every bundle under --submissions into the SQLite index")
     _common(p, ranking=False)
-    p.add_argument("--threshold", type=float, default=6.0, help="the aesthetic gate (default 6.0)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=AESTHETIC_GATE,
+        help=f"the aesthetic gate (default {AESTHETIC_GATE})",
+    )
     p.add_argument(
         "--bundle-timeout",
         type=float,

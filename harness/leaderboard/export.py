@@ -16,6 +16,7 @@ import io
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.config.gate import AESTHETIC_GATE
 from harness.errors import HarnessError
 from harness.leaderboard import db
 from harness.leaderboard.files import load_panel
@@ -84,7 +85,7 @@ def render_page(
             rows=items,
             counts=counts,
             ranking=ranking.describe(),
-            threshold=float(meta.get("threshold", "6.0")),
+            threshold=float(meta.get("threshold", AESTHETIC_GATE)),
             built=meta.get("built", "?"),
             exported=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )

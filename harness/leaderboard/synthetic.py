@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.bundle import manifest as mf
+from harness.config.gate import AESTHETIC_GATE
 from harness.config.naming import model_id
 
 
@@ -74,7 +75,7 @@ def write(root: Path, spec: Spec, seed: int = 0) -> Path:
             "summary": {
                 "panels": 8,
                 "required_panels": 8,
-                "valid": spec.aesthetic >= 6.0,
+                "valid": spec.aesthetic >= AESTHETIC_GATE,
                 "aesthetic_mean": spec.aesthetic,
                 "clip_i": spec.consistency,
                 "clip_t_mean": spec.alignment,

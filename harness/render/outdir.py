@@ -24,18 +24,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness.errors import HarnessError
+from harness.layout import CONTACT_SHEET, IMAGES, LORA_DIR, STORY_COPY  # noqa: F401  (kept importable from here)
+from harness.layout import RUN_MANIFEST as MANIFEST
+from harness.layout import RUN_OWNED as OWNED
 from harness.ownership import Purpose
+from harness.render.records import RENDER_KIND, RunManifest
 
-MANIFEST = "manifest.json"
-IMAGES = "images"
-CONTACT_SHEET = "contact_sheet.png"
-STORY_COPY = "story.yaml"
-# Everything a run folder gets from the harness: render outputs, plus what `harness run` adds
-# (the trained LoRA formats, the training manifest and the scores), cleared together by --force.
-OWNED = (MANIFEST, IMAGES, CONTACT_SHEET, STORY_COPY, "lora", "training.json", "scores.json")
-
-
-RENDER_KIND = "harness.render"  # the manifest's "kind": the harness made this run folder
 MAX_MANIFEST_BYTES = 16 << 20  # a run manifest is a few KB; the cap bounds a planted one
 LOCK_SUFFIX = ".lock"
 
@@ -62,6 +56,20 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
     ):
         raise HarnessError(f"{path}: not a harness run manifest; use another --out (or empty the folder)")
     return data
+
+
+def parse_manifest(out: Path, data: dict[str, Any]) -> RunManifest:
+    """A run manifest read by `read_manifest`, as the typed record; one line naming the field
+    otherwise (the identity check needs only `kind` and `identity`; everything else reads this)."""
+    from harness.render.records import parse
+
+    return parse(RunManifest, data, str(out / MANIFEST))
+
+
+def read_run_manifest(out: Path) -> RunManifest | None:
+    """The typed run manifest in `out` (None if there is none); HarnessError if unreadable."""
+    data = read_manifest(out)
+    return None if data is None else parse_manifest(out, data)
 
 
 def _no_stray(folder: Path, marker: dict[str, Any]) -> str | None:
@@ -105,7 +113,7 @@ def _check_out_dir(out: Path, identity: dict[str, Any], *, force: bool) -> dict[
         raise HarnessError(
             f"{out}: folder is not empty and holds no harness run; use another --out or --force"
         )
-    for name in (IMAGES, "lora"):  # folders the harness writes into are never reached by a link
+    for name in (IMAGES, LORA_DIR):  # folders the harness writes into are never reached by a link
         if (out / name).is_symlink():
             raise HarnessError(
                 f"{out / name}: is a link, not what the harness wrote; use another --out or --force"
@@ -225,8 +233,8 @@ def clear_run(out: Path) -> None:
             p.unlink()
 
 
-def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(out: Path, manifest: RunManifest) -> None:
     """Replace `out/manifest.json` atomically (a link planted there is replaced, not followed)."""
     from harness.safeio import write_json
 
-    write_json(out / MANIFEST, manifest)
+    write_json(out / MANIFEST, manifest.to_json())

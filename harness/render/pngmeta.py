@@ -1,16 +1,20 @@
 """Embed generation parameters in a PNG and read them back.
 
-The parameters go in an iTXt chunk named `harness` (UTF-8 JSON, so Chinese prompts survive),
-plus a human-readable `parameters` chunk in the layout other image tools display.
+The parameters (`harness.render.records.PanelParams`) go in an iTXt chunk named `harness`
+(UTF-8 JSON, so Chinese prompts survive), plus a human-readable `parameters` chunk in the layout
+other image tools display. `params_from_text`/`read_params` give the bounded JSON mapping as
+found (tests forge panels from it); `panel_params_from_text`/`read_panel_params` give the typed
+record every reader uses.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from harness.errors import HarnessError
+from harness.render.records import PanelParams, parse
 
 CHUNK = "harness"
 MAX_PIXELS = 64 * 1024 * 1024  # refuse decompression bombs when inspecting untrusted files
@@ -31,15 +35,17 @@ def _a1111_text(p: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def save_png(image, path: Path, params: dict[str, Any]) -> None:
+def save_png(image, path: Path, params: PanelParams | Mapping[str, Any]) -> None:
     """Write `image` to `path` atomically with `params` embedded (`harness.safeio.write_atomic`:
-    a link planted at the name or at a temporary name is replaced or refused, never followed)."""
+    a link planted at the name or at a temporary name is replaced or refused, never followed).
+    The render passes a `PanelParams`; a mapping is written as given (tests forge panels)."""
     import io
 
     from PIL.PngImagePlugin import PngInfo
 
     from harness.safeio import write_atomic
 
+    params = params.to_json() if isinstance(params, PanelParams) else dict(params)
     info = PngInfo()
     info.add_itxt(CHUNK, json.dumps(params, ensure_ascii=False, sort_keys=True))
     info.add_itxt("parameters", _a1111_text(params))
@@ -68,6 +74,12 @@ def params_from_text(text: str | None, label: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise HarnessError(f"{label}: the embedded harness parameters are not a mapping")
     return data
+
+
+def panel_params_from_text(text: str | None, label: str) -> PanelParams:
+    """`params_from_text`, then the typed record: HarnessError (a `RecordError` naming the field
+    when the JSON is not a `PanelParams`) with one line starting with `label`."""
+    return parse(PanelParams, params_from_text(text, label), f"{label}: embedded harness parameters")
 
 
 def png_text(im) -> str | None:
@@ -105,28 +117,27 @@ def read_params(path: str | Path, *, follow_links: bool = False) -> dict[str, An
     return params_from_text(text, str(path))
 
 
-def describe(params: dict[str, Any]) -> str:
+def read_panel_params(path: str | Path, *, follow_links: bool = False) -> PanelParams:
+    """`read_params`, typed (see `panel_params_from_text`)."""
+    return parse(
+        PanelParams, read_params(path, follow_links=follow_links), f"{path}: embedded harness parameters"
+    )
+
+
+def describe(params: PanelParams) -> str:
     """Multi-line, aligned summary of embedded parameters for `harness inspect`."""
-    model = params.get("model") or {}
-    lora = params.get("lora")
+    p, lora = params, params.lora
     rows = [
-        ("story", f"{params.get('team')}/{params.get('name')}, panel {params.get('panel')}"),
-        ("prompt", params.get("prompt")),
-        ("negative", params.get("negative_prompt") or "(none)"),
-        ("seed", params.get("seed")),
-        ("steps", params.get("steps")),
-        ("guidance", params.get("guidance")),
-        ("size", f"{params.get('width')}x{params.get('height')}"),
-        ("scheduler", params.get("scheduler")),
-        ("model", f"{model.get('ref')} (sha256 {model.get('sha256')})"),
-        (
-            "lora",
-            f"{lora.get('file')} x {lora.get('scale')} (sha256 {lora.get('sha256')})" if lora else "(none)",
-        ),
-        (
-            "rendered",
-            f"{params.get('device')} {params.get('dtype')}, batch size {params.get('batch_size')}, "
-            f"harness {params.get('harness_version')}",
-        ),
+        ("story", f"{p.team}/{p.name}, panel {p.panel}"),
+        ("prompt", p.prompt),
+        ("negative", p.negative_prompt or "(none)"),
+        ("seed", p.seed),
+        ("steps", p.steps),
+        ("guidance", p.guidance),
+        ("size", f"{p.width}x{p.height}"),
+        ("scheduler", p.scheduler),
+        ("model", f"{p.model.ref} (sha256 {p.model.sha256})"),
+        ("lora", f"{lora.file} x {lora.scale} (sha256 {lora.sha256})" if lora else "(none)"),
+        ("rendered", f"{p.device} {p.dtype}, batch size {p.batch_size}, harness {p.harness_version}"),
     ]
     return "\n".join(f"{k:<10} {v}" for k, v in rows)

@@ -2,8 +2,10 @@
 
 Flow: `plan_render` checks the whole request and writes nothing (panels, batch size, output
 folder, model, the LoRA's content against this model's UNet, device) -> `execute_render` takes
-the folder's lock, checks the folder again, then loads, renders and writes PNGs, manifest and
-contact sheet. A refusal at any check leaves the output folder (and everything above it) as it
+the folder's lock, checks the folder again, then loads and renders through the one render path
+(`harness.render.path`, which the judges' re-render shares) and writes PNGs, the manifest and
+the contact sheet; both records are the typed ones of `harness.render.records`. A refusal at
+any check leaves the output folder (and everything above it) as it
 was, so correcting the input and running again needs no --force.
 """
 
@@ -20,19 +22,31 @@ from typing import Any
 from harness import __version__
 from harness.config.story import LoadedStory
 from harness.errors import HarnessError
+from harness.layout import CONTACT_SHEET, IMAGES, STORY_COPY, panel_file
 from harness.render import outdir
-from harness.render.outdir import CONTACT_SHEET, IMAGES, STORY_COPY
+from harness.render.records import (
+    RENDER_KIND,
+    LoraRecord,
+    ModelRecord,
+    PanelParams,
+    PanelRecord,
+    PlacementRecord,
+    RunIdentity,
+    RunManifest,
+    SamplingRecord,
+    StoryRecord,
+)
 
 
 @dataclass
 class RenderResult:
     out: Path
-    manifest: dict[str, Any]
+    manifest: RunManifest
     rendered: list[int] = field(default_factory=list)  # panel numbers rendered by this call
 
     @property
     def images(self) -> list[Path]:
-        return [self.out / p["file"] for p in self.manifest["panels"]]
+        return [self.out / p.file for p in self.manifest.panels]
 
     @property
     def contact_sheet(self) -> Path:
@@ -64,10 +78,6 @@ def story_sha256(loaded: LoadedStory) -> str:
     return sha256_bytes(canonical.encode())
 
 
-def panel_file(index: int) -> str:
-    return f"{IMAGES}/{index:02d}.png"
-
-
 @dataclass
 class RenderPlan:
     """Everything checked about one render request; `execute_render` writes it."""
@@ -78,11 +88,17 @@ class RenderPlan:
     batch_size: int
     force: bool
     progress: bool
-    model: Any  # harness.models.resolve.ResolvedModel
-    placement: Any  # harness.device.Placement
-    lora_path: Path | None
-    lora: dict[str, Any] | None
-    identity: dict[str, Any]
+    request: Any  # harness.render.path.PipelineRequest: model, placement, LoRA
+    lora: LoraRecord | None
+    identity: RunIdentity
+
+    @property
+    def model(self):
+        return self.request.model
+
+    @property
+    def placement(self):
+        return self.request.placement
 
 
 _shapes_cache: dict[str, dict[str, tuple[int, int]]] = {}
@@ -128,32 +144,35 @@ def plan_render(
             f"{loaded.path}: lora.train names a LoRA still to be trained; "
             "`harness run` trains it first (or `harness train` it and set lora.path)"
         )
-    identity: dict[str, Any] = {"story_sha256": story_sha256(loaded)}
-    outdir.check_out_dir(out, identity, force=force)  # cheap check before any download
+    early = {"story_sha256": story_sha256(loaded)}
+    outdir.check_out_dir(out, early, force=force)  # cheap check before any download
 
-    from harness import device as dev
     from harness.hashing import sha256_file
-    from harness.models.refs import parse_ref
-    from harness.models.resolve import resolve
+    from harness.render.path import PipelineRequest, place, resolve_model
 
-    model = resolve(parse_ref(story.base_model))
+    model = resolve_model(story.base_model)
     lora = None
     if lora_path is not None and story.lora is not None:
         check_lora_fits(lora_path, model)
-        lora = {"file": lora_path.name, "sha256": sha256_file(lora_path), "scale": story.lora.scale}
-    placement = dev.choose(model.ref.source, device)  # type: ignore[arg-type]
-    identity.update(
+        lora = LoraRecord(file=lora_path.name, sha256=sha256_file(lora_path), scale=story.lora.scale)
+    request = PipelineRequest(
+        model,
+        place(model, device),
+        lora_path if lora else None,
+        lora.sha256 if lora else None,
+        lora.scale if lora else 1.0,
+    )
+    identity = RunIdentity(
+        **early,
         model_sha256=model.sha256,
-        lora_sha256=lora["sha256"] if lora else None,
-        lora_scale=lora["scale"] if lora else None,
-        device=placement.device,
-        dtype=placement.dtype_name,
+        lora_sha256=lora.sha256 if lora else None,
+        lora_scale=lora.scale if lora else None,
+        device=request.placement.device,
+        dtype=request.placement.dtype_name,
         batch_size=batch_size,
     )
-    outdir.check_out_dir(out, identity, force=force)
-    return RenderPlan(
-        loaded, out, chosen, batch_size, force, progress, model, placement, lora_path, lora, identity
-    )
+    outdir.check_out_dir(out, identity.to_json(), force=force)
+    return RenderPlan(loaded, out, chosen, batch_size, force, progress, request, lora, identity)
 
 
 def render_story(
@@ -195,9 +214,9 @@ def _write_run(plan: RenderPlan) -> RenderResult:
     from harness.safeio import write_atomic
 
     loaded, story, out = plan.loaded, plan.loaded.story, plan.out
-    model, placement, lora, lora_path = plan.model, plan.placement, plan.lora, plan.lora_path
-    identity, batch_size, progress = plan.identity, plan.batch_size, plan.progress
-    existing = outdir.check_out_dir(out, identity, force=plan.force)  # again, under the lock
+    model, placement, lora = plan.model, plan.placement, plan.lora
+    batch_size, progress = plan.batch_size, plan.progress
+    existing = outdir.check_out_dir(out, plan.identity.to_json(), force=plan.force)  # again, locked
 
     # From here on the output folder is ours.
     t0 = time.perf_counter()
@@ -214,47 +233,42 @@ def _write_run(plan: RenderPlan) -> RenderResult:
     write_atomic(out / STORY_COPY, source)
     from harness.versions import library_versions
 
-    manifest: dict[str, Any] = existing or {
-        "kind": "harness.render",
-        "harness_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "identity": identity,
-        "story": {
-            "file": STORY_COPY,
-            "source": str(loaded.path),
-            "team": story.team,
-            "name": story.name,
-            "title": story.title,
-            "panel_count": story.panel_count,
-        },
-        "model": {"ref": str(model.ref), "sha256": model.sha256},
-        "lora": lora,
-        "sampling": story.sampling.model_dump(mode="json"),
-        "placement": {"device": placement.device, "dtype": placement.dtype_name},
-        "batch_size": batch_size,
-        "libraries": library_versions(),
-        "panels": [],
-        "contact_sheet": None,
-        "status": "rendering",
-    }
-    manifest["status"] = "rendering"
+    model_rec = ModelRecord(ref=str(model.ref), sha256=model.sha256)
+    sampling = SamplingRecord(**story.sampling.model_dump(mode="json"))
+    if existing is not None:  # the same run, continued: its record must be one the harness reads
+        manifest = outdir.parse_manifest(out, existing)
+    else:
+        manifest = RunManifest(
+            kind=RENDER_KIND,
+            harness_version=__version__,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            identity=plan.identity,
+            story=StoryRecord(
+                file=STORY_COPY,
+                source=str(loaded.path),
+                team=story.team,
+                name=story.name,
+                title=story.title,
+                panel_count=story.panel_count,
+            ),
+            model=model_rec,
+            lora=lora,
+            sampling=sampling,
+            placement=PlacementRecord(device=placement.device, dtype=placement.dtype_name),
+            batch_size=batch_size,
+            libraries=library_versions(),
+            panels=[],
+            contact_sheet=None,
+            status="rendering",
+        )
+    manifest = manifest.model_copy(update={"status": "rendering"})
     outdir.write_manifest(out, manifest)
 
-    from harness import device as dev
     from harness.hashing import sha256_file
-    from harness.models.loader import pipeline_for
-    from harness.render.engine import PanelJob, render
+    from harness.render.engine import PanelJob
+    from harness.render.path import prepare_pipeline, render_panels
 
-    dev.make_deterministic(placement)
-    pipe = pipeline_for(
-        model.folder,
-        model.sha256,
-        placement,
-        lora_path if lora else None,
-        lora["sha256"] if lora else None,
-        lora["scale"] if lora else 1.0,
-        progress=progress,
-    )
+    pipe = prepare_pipeline(plan.request, progress=progress)
     t_load = time.perf_counter() - t0
 
     jobs = [
@@ -265,8 +279,8 @@ def _write_run(plan: RenderPlan) -> RenderResult:
         "harness_version": __version__,
         "team": story.team,
         "name": story.name,
-        **story.sampling.model_dump(mode="json"),
-        "model": {"ref": str(model.ref), "sha256": model.sha256},
+        **sampling.model_dump(),
+        "model": model_rec,
         "lora": lora,
         "device": placement.device,
         "dtype": placement.dtype_name,
@@ -274,36 +288,37 @@ def _write_run(plan: RenderPlan) -> RenderResult:
     }
     from harness.render.pngmeta import save_png
 
-    by_index = {p["index"]: p for p in manifest["panels"]}
+    by_index = {p.index: p for p in manifest.panels}
 
     def write_batch(done) -> None:
+        nonlocal manifest
         for job, image in done:
             rel = panel_file(job.index)
-            params = {
+            params = PanelParams(
                 **common,
-                "panel": job.index,
-                "prompt": job.prompt,
-                "negative_prompt": job.negative_prompt,
-                "seed": job.seed,
-            }
+                panel=job.index,
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt,
+                seed=job.seed,
+            )
             save_png(image, out / rel, params)
-            by_index[job.index] = {
-                "index": job.index,
-                "file": rel,
-                "sha256": sha256_file(out / rel),
-                "seed": job.seed,
-                "prompt": job.prompt,
-                "negative_prompt": job.negative_prompt,
-            }
-        manifest["panels"] = [by_index[k] for k in sorted(by_index)]
+            by_index[job.index] = PanelRecord(
+                index=job.index,
+                file=rel,
+                sha256=sha256_file(out / rel),
+                seed=job.seed,
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt,
+            )
+        manifest = manifest.model_copy(update={"panels": [by_index[k] for k in sorted(by_index)]})
         outdir.write_manifest(out, manifest)
 
     t1 = time.perf_counter()
-    render(
+    render_panels(
         pipe,
+        plan.request,
         jobs,
         story.sampling,
-        device=placement.device,
         batch_size=batch_size,
         progress=progress,
         on_batch=write_batch,
@@ -313,12 +328,14 @@ def _write_run(plan: RenderPlan) -> RenderResult:
     from harness.render.contact import contact_sheet
 
     title = f"{story.title or story.name} · {story.team}/{story.name}"
-    contact_sheet(
-        [(p["index"], p["prompt"], out / p["file"]) for p in manifest["panels"]], title, out / CONTACT_SHEET
+    contact_sheet([(p.index, p.prompt, out / p.file) for p in manifest.panels], title, out / CONTACT_SHEET)
+    complete = len(manifest.panels) == story.panel_count
+    manifest = manifest.model_copy(
+        update={
+            "contact_sheet": CONTACT_SHEET,
+            "status": "complete" if complete else "partial",
+            "timings_s": {"load": round(t_load, 3), "render": round(t_render, 3)},
+        }
     )
-    manifest["contact_sheet"] = CONTACT_SHEET
-    complete = len(manifest["panels"]) == story.panel_count
-    manifest["status"] = "complete" if complete else "partial"
-    manifest["timings_s"] = {"load": round(t_load, 3), "render": round(t_render, 3)}
     outdir.write_manifest(out, manifest)
     return RenderResult(out, manifest, plan.chosen)

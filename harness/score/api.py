@@ -82,17 +82,16 @@ class ScoreRun:
 
 def _story_of(story: "Path | LoadedStory | None", folder: Path) -> tuple["Story | None", Path | None]:
     """The story to take prompts and the panel count from: --story, else the run's copy."""
-    from harness.config.story import LoadedStory, Story
-    from harness.config.yamlio import parse_model, read_yaml
-    from harness.render.outdir import STORY_COPY
+    from harness.config.story import LoadedStory, load_story
+    from harness.layout import STORY_COPY
 
     if isinstance(story, LoadedStory):
         return story.story, story.path
     path = Path(story) if story is not None else folder / STORY_COPY
     if story is None and not path.is_file():
         return None, None
-    # Validated, but without the LoRA-file and token checks: scoring needs only prompts.
-    return parse_model(read_yaml(path), Story), path
+    # Validated, but without the file and token checks: scoring needs only prompts.
+    return load_story(path, check_files=False, check_tokens=False, follow_links=False).story, path
 
 
 def _prompts(panels: list[Panel], story: "Story | None") -> list[str | None]:
@@ -154,9 +153,10 @@ def score_run(
     if untrusted is None:
         untrusted = is_bundle(folder)
     if untrusted and lora is None:
+        from harness.layout import LORA_DIR
         from harness.score.reproduce import folder_loras
 
-        lora = folder_loras(folder / "lora")
+        lora = folder_loras(folder / LORA_DIR)
     rerendered = None
     if config.reproduce:
         if any(p.params is not None for p in run.panels):

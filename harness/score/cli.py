@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.config.gate import AESTHETIC_GATE
 from harness.errors import HarnessError
 
 
 def add_score_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `harness score` and (for scoring after rendering) `harness run`."""
     p.add_argument("--scoring-config", type=Path, help="scoring YAML (thresholds, models, tolerances)")
-    p.add_argument("--threshold", type=float, help="aesthetic gate: mean >= this is valid (default 6.0)")
+    p.add_argument(
+        "--threshold", type=float, help=f"aesthetic gate: mean >= this is valid (default {AESTHETIC_GATE})"
+    )
     p.add_argument("--min-panels", type=int, help="panels required when no story says more (default 8)")
     p.add_argument("--aesthetic-model", help="registered aesthetic model (default aesthetic-v2-linear)")
     p.add_argument(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.layout import IMAGES, RUN_MANIFEST
 
 # Modes PIL's convert("RGB") clips rather than scales: a 16-bit or float image scores as the
 # competition would score it, which is usually not what its author sees.
@@ -63,8 +64,8 @@ def image_folder(path: Path) -> Path:
         raise HarnessError(f"{path}: no such folder")
     if not path.is_dir():
         raise HarnessError(f"{path}: not a folder (score a run folder or a folder of images)")
-    images = path / "images"
-    if (path / "manifest.json").is_file() and os.path.lexists(images):
+    images = path / IMAGES
+    if (path / RUN_MANIFEST).is_file() and os.path.lexists(images):
         # a bundle is untrusted: its images/ must be the real folder, never a link to elsewhere
         st = os.lstat(images)
         if stat.S_ISLNK(st.st_mode):

@@ -10,9 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from harness.layout import SCORES
 from harness.score.api import ScoreRun, summary
-
-SCORES = "scores.json"
 
 
 def to_json(run: ScoreRun) -> dict[str, Any]:

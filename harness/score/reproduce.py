@@ -1,8 +1,9 @@
 """Reproducibility: re-render each panel from the parameters embedded in its PNG and compare.
 
 Owns: finding the model and LoRA a panel names (refusing files whose content hash differs from
-the recorded one), replaying the render through the harness's one rendering path
-(`harness.render.engine.render` on `harness.models.loader.pipeline_for`), and the verdicts.
+the recorded one), replaying the render through the harness's one render path
+(`harness.render.path`: the same preparation and panel loop `harness render` uses, fed from the
+typed `PanelParams` each PNG embeds), and the verdicts.
 Re-rendering (`rerender`) and judging (`judge_rerenders`) are apart so that scoring can render
 first and load its own models only once Kolors has left the GPU. Verdicts:
 
@@ -32,9 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from harness.errors import HarnessError
+from harness.render.records import LoraRecord, PanelParams
 
 if TYPE_CHECKING:
-    from harness.config.scoring import ScoringConfig, Tolerances
+    from harness.config.scoring import Tolerances
     from harness.score.images import Panel
 
 # Base models an untrusted folder may name: the real Kolors and the built-in tiny one. `local:`
@@ -69,11 +71,6 @@ class ReproResult:
     @property
     def failed(self) -> bool:
         return self.verdict == NOT_REPRODUCIBLE
-
-
-def reproduce_model(config: "ScoringConfig") -> tuple[str, str]:
-    """The model that gives CLIP-I between a panel and its re-render: the consistency model."""
-    return ("open_clip", config.consistency_model)
 
 
 def compare(original, rerender) -> tuple[int, float | None, bool]:
@@ -113,7 +110,7 @@ def allowed_base(ref: Any) -> bool:
     if not isinstance(ref, str) or len(ref) > 300:
         return False
     try:
-        from harness.models.refs import parse_ref
+        from harness.config.refs import parse_ref
 
         parsed = parse_ref(ref)
     except ValueError:
@@ -135,7 +132,7 @@ def bare_name(name: Any) -> str | None:
 def folder_loras(folder: Path) -> list[Path]:
     """The regular LoRA files directly in an untrusted `folder` (links, FIFOs and folders are
     left alone; at most MAX_LORA_CANDIDATES), for re-rendering a bundle with its own LoRA."""
-    from harness.bundle.manifest import LORA_EXT
+    from harness.layout import LORA_EXT
 
     out: list[Path] = []
     try:
@@ -155,18 +152,19 @@ def folder_loras(folder: Path) -> list[Path]:
 def _story_lora_paths(run_dir: Path | None, story_path: Path | None) -> list[Path]:
     """Where a run says its LoRA lives: the story's lora.path, relative to the original story
     file (manifest story.source), the run folder, or the story given with --story."""
-    from harness.config.yamlio import read_yaml
-    from harness.render.outdir import STORY_COPY, read_manifest
+    from harness.config.story import load_story
+    from harness.layout import STORY_COPY
+    from harness.render.outdir import read_run_manifest
 
     out: list[Path] = []
 
     def from_story(story_file: Path, bases: list[Path]) -> None:
         try:
-            data = read_yaml(story_file).data
+            story = load_story(story_file, check_files=False, check_tokens=False, follow_links=False).story
         except HarnessError:
             return
-        rel = (data.get("lora") or {}).get("path") if isinstance(data, dict) else None
-        if isinstance(rel, str) and rel:
+        rel = story.lora.path if story.lora is not None else None
+        if rel:
             p = Path(rel).expanduser()
             out.extend([p] if p.is_absolute() else [b / p for b in bases])
 
@@ -175,152 +173,101 @@ def _story_lora_paths(run_dir: Path | None, story_path: Path | None) -> list[Pat
     if run_dir is not None and (run_dir / STORY_COPY).is_file():
         bases = []
         try:
-            manifest = read_manifest(run_dir)
+            manifest = read_run_manifest(run_dir)
         except HarnessError:
             manifest = None
-        source = ((manifest or {}).get("story") or {}).get("source")
-        if isinstance(source, str):
-            bases.append(Path(source).parent)
+        if manifest is not None:
+            bases.append(Path(manifest.story.source).parent)
         bases.append(run_dir)
         from_story(run_dir / STORY_COPY, bases)
     return out
 
 
-def find_lora(recorded: dict[str, Any], candidates: list[Path], *, untrusted: bool = False) -> Path:
+def find_lora(recorded: LoraRecord, candidates: list[Path], *, untrusted: bool = False) -> Path:
     """The first candidate whose sha256 matches the recorded one; refuse otherwise.
 
     `untrusted`: candidates are hashed without following a link or opening a FIFO, and one
-    that cannot be read that way is skipped.
+    that cannot be read that way is skipped (`harness.locate.find_by_sha256`).
     """
-    from harness.hashing import sha256_file
+    from harness.locate import find_by_sha256
 
-    seen = []
-    for path in dict.fromkeys(candidates):
-        try:
-            if untrusted:
-                digest = sha256_file(path, untrusted=True)
-            elif path.is_file():
-                digest = sha256_file(path)
-            else:
-                continue
-        except OSError:
-            continue
-        if digest == recorded.get("sha256"):
-            return path
-        seen.append(f"{path} (sha256 {digest[:12]}...)")
+    found, seen = find_by_sha256(candidates, recorded.sha256, untrusted=untrusted)
+    if found is not None:
+        return found
     if seen:
+        listed = ", ".join(f"{path} (sha256 {digest[:12]}...)" for path, digest in seen)
         raise HarnessError(
-            f"LoRA {recorded.get('file')}: recorded sha256 {str(recorded.get('sha256'))[:12]}... but "
-            f"found {', '.join(seen)}; refusing to re-render with a different LoRA"
+            f"LoRA {recorded.file}: recorded sha256 {recorded.sha256[:12]}... but found {listed}; "
+            "refusing to re-render with a different LoRA"
         )
     raise HarnessError(
-        f"LoRA {recorded.get('file')} (recorded with the panels) not found; pass --lora PATH to re-render"
+        f"LoRA {recorded.file} (recorded with the panels) not found; pass --lora PATH to re-render"
     )
 
 
-def _group_key(params: dict[str, Any]) -> str:
-    import json
+def _embedded(panel: "Panel", untrusted: bool) -> PanelParams:
+    """The panel's embedded parameters as the typed record. An untrusted folder's model is held
+    to ALLOWED_BASES first: that refusal matters more than any other problem of the record."""
+    from harness.render.records import parse
 
-    keep = (
-        "model",
-        "lora",
-        "device",
-        "dtype",
-        "batch_size",
-        "steps",
-        "guidance",
-        "width",
-        "height",
-        "scheduler",
-    )
-    return json.dumps({k: params.get(k) for k in keep}, sort_keys=True, ensure_ascii=False)
-
-
-def _story_position(panel: "Panel") -> tuple[int, int]:
-    number = (panel.params or {}).get("panel")
-    return (number if isinstance(number, int) else panel.index, panel.index)
+    raw = panel.params or {}
+    if untrusted:
+        ref = raw.get("model", {}).get("ref") if isinstance(raw.get("model"), dict) else None
+        if not allowed_base(ref):
+            raise HarnessError(
+                f"{panel.name}: embedded model {str(ref)[:80]!r} is not allowed in a "
+                f"folder from someone else (use {' or '.join(ALLOWED_BASES)})"
+            )
+    return parse(PanelParams, raw, f"{panel.path}: embedded parameters")
 
 
 def _render_group(
-    group: list["Panel"], lora_candidates: list[Path], notes: list[str], untrusted: bool
+    group: list[tuple["Panel", PanelParams]], lora_candidates: list[Path], notes: list[str], untrusted: bool
 ) -> dict[int, Any]:
     """Re-render the panels of one parameter group; returns {panel position: PIL image}."""
-    from harness import device as dev
     from harness.config.story import Sampling
-    from harness.models.loader import pipeline_for
-    from harness.models.refs import parse_ref
-    from harness.models.resolve import resolve
-    from harness.render.engine import PanelJob, render
+    from harness.render.engine import PanelJob
+    from harness.render.path import PipelineRequest, place, prepare_pipeline, render_panels, resolve_model
 
-    p0 = group[0].params or {}
-    model_rec = p0.get("model") or {}
-    if untrusted and not allowed_base(model_rec.get("ref")):
-        raise HarnessError(
-            f"{group[0].name}: embedded model {str(model_rec.get('ref'))[:80]!r} is not allowed in a "
-            f"folder from someone else (use {' or '.join(ALLOWED_BASES)})"
-        )
-    try:
-        ref = parse_ref(str(model_rec.get("ref")))
-    except ValueError as e:
-        raise HarnessError(f"{group[0].path}: embedded model reference: {e}") from None
-    model = resolve(ref)
-    if model.sha256 != model_rec.get("sha256"):
-        raise HarnessError(
-            f"model {ref}: content sha256 {model.sha256[:12]}... differs from the recorded "
-            f"{str(model_rec.get('sha256'))[:12]}...; refusing to re-render with different weights"
-        )
-    lora_rec = p0.get("lora")
+    first, p0 = group[0]
+    model = resolve_model(
+        p0.model.ref, sha256=p0.model.sha256, label=f"{first.path}: embedded model reference"
+    )
     lora_path = None
-    if lora_rec:
-        if not isinstance(lora_rec, dict):
-            raise HarnessError(f"{group[0].name}: embedded LoRA record is not a mapping")
-        name = None if untrusted else bare_name(lora_rec.get("file"))
+    if p0.lora is not None:
+        name = None if untrusted else bare_name(p0.lora.file)
         beside = [c.parent / name for c in lora_candidates] if name else []
-        lora_path = find_lora(lora_rec, [*lora_candidates, *beside], untrusted=untrusted)
+        lora_path = find_lora(p0.lora, [*lora_candidates, *beside], untrusted=untrusted)
 
-    recorded_device = p0.get("device") if p0.get("device") in ("cpu", "cuda") else "auto"
+    recorded_device = p0.device if p0.device in ("cpu", "cuda") else "auto"
     try:
-        placement = dev.choose(model.ref.source, recorded_device)
+        placement = place(model, recorded_device)
     except HarnessError:
-        placement = dev.choose(model.ref.source, "auto")
+        placement = place(model, "auto")
         notes.append(
             f"rendered on {recorded_device}, re-rendered on {placement.device}: expect small differences"
         )
-    if placement.dtype_name != p0.get("dtype"):
-        notes.append(f"rendered in {p0.get('dtype')}, re-rendered in {placement.dtype_name}")
+    if placement.dtype_name != p0.dtype:
+        notes.append(f"rendered in {p0.dtype}, re-rendered in {placement.dtype_name}")
     try:
-        sampling = Sampling(**{k: p0[k] for k in ("steps", "guidance", "width", "height", "scheduler")})
-    except (KeyError, ValueError) as e:
-        raise HarnessError(f"{group[0].path}: embedded sampling parameters unusable ({e})") from None
-    jobs = []
+        sampling = Sampling(**p0.sampling.model_dump())
+    except ValueError as e:
+        raise HarnessError(f"{first.path}: embedded sampling parameters unusable ({e})") from None
     # Replay the recorded batching: panels in story order, chunked by the recorded batch size.
-    for panel in sorted(group, key=_story_position):
-        p = panel.params or {}
-        try:
-            jobs.append(
-                PanelJob(panel.index, str(p["prompt"]), str(p.get("negative_prompt") or ""), int(p["seed"]))
-            )
-        except (KeyError, ValueError, TypeError) as e:
-            raise HarnessError(f"{panel.path}: embedded parameters lack a usable {e}") from None
-
-    dev.make_deterministic(placement)
-    pipe = pipeline_for(  # the render's own pipeline when `harness run` rendered in this process
-        model.folder,
-        model.sha256,
+    jobs = [
+        PanelJob(panel.index, p.prompt, p.negative_prompt, p.seed)
+        for panel, p in sorted(group, key=lambda g: (g[1].panel, g[0].index))
+    ]
+    request = PipelineRequest(
+        model,
         placement,
         lora_path,
-        str(lora_rec["sha256"]) if lora_path is not None else None,
-        float(lora_rec["scale"]) if lora_path is not None else 1.0,
-        progress=False,
+        p0.lora.sha256 if lora_path is not None and p0.lora is not None else None,
+        p0.lora.scale if lora_path is not None and p0.lora is not None else 1.0,
     )
-    done = render(
-        pipe,
-        jobs,
-        sampling,
-        device=placement.device,
-        batch_size=int(p0.get("batch_size") or 1),
-        progress=False,
-    )
+    # The render's own pipeline when `harness run` rendered in this process.
+    pipe = prepare_pipeline(request, progress=False)
+    done = render_panels(pipe, request, jobs, sampling, batch_size=p0.batch_size, progress=False)
     return {job.index: image for job, image in done}
 
 
@@ -348,10 +295,11 @@ def rerender(
     be found, or an untrusted folder names a model it may not.
     """
     notes: list[str] = []
-    groups: dict[str, list[Panel]] = {}
+    groups: dict[tuple, list[tuple[Panel, PanelParams]]] = {}
     for panel in panels:
         if panel.params is not None:
-            groups.setdefault(_group_key(panel.params), []).append(panel)
+            params = _embedded(panel, untrusted)
+            groups.setdefault(params.render_key(), []).append((panel, params))
     given = [] if lora is None else [Path(lora)] if isinstance(lora, (str, Path)) else [Path(p) for p in lora]
     if not untrusted:
         for path in given:
