@@ -160,6 +160,11 @@ def test_a_sweep_killed_with_kill_9_continues_without_rendering_a_finished_candi
     count = run.RENDER_COUNT[0]
     assert main([*args[:2], "--seeds", "4", *args[4:]]) == 1  # one more seed extends the sweep
     assert run.RENDER_COUNT[0] - count == 2
+    row = next(rows.glob("p01-*.json"))  # a row that is not what the sweep wrote is not trusted
+    row.write_text(row.read_text().replace('"aesthetic": ', '"aesthetic": "9.9", "x": '))
+    count = run.RENDER_COUNT[0]
+    assert main([*args[:2], "--seeds", "4", *args[4:]]) == 1
+    assert run.RENDER_COUNT[0] - count == 1
 
 
 def test_lora_strengths_are_swept_for_the_whole_story_and_the_swept_story_carries_its_lora(

@@ -38,6 +38,10 @@ class Picks:
         self.out = Path(out)
         if inspect(self.out, store.PURPOSE, label=str(self.out)).state != "ours":
             raise HarnessError(f"{self.out}: not a sweep folder (run `harness sweep STORY --out {self.out}`)")
+        if not (self.out / store.REPORT).is_file():
+            raise HarnessError(
+                f"{self.out}: the sweep has not finished (no {store.REPORT}); run `harness sweep` again"
+            )
         self.report = read_json(self.out / store.REPORT, max_bytes=4 << 20)
         self.threshold = float(self.report["threshold"])
         self.steps = int(self.report["steps"])

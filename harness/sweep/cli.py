@@ -49,7 +49,7 @@ def add_parsers(sub) -> argparse.ArgumentParser:
         default=0.02,
         help="a panel's CLIP-T may fall at most this much below its original's (default 0.02)",
     )
-    p.add_argument("--out", type=Path, help="sweep folder (default sweeps/<team>-<name>)")
+    p.add_argument("--out", type=Path, help="sweep folder (default runs/<team>-<name>-sweep)")
     p.add_argument("--backend", default="local", help="local (this process; ray is not yet available)")
     p.add_argument("--scoring-config", type=Path, help="scoring YAML (models, pins, threshold)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to render")
@@ -89,7 +89,7 @@ def cmd_sweep(args) -> int:
         from harness.config.story import load_story
 
         s = load_story(story, check_tokens=False).story
-        out = Path("sweeps") / f"{s.team}-{s.name}"
+        out = Path("runs") / f"{s.team}-{s.name}-sweep"
     try:
         from diffusers.utils import logging as dlog
 

@@ -140,7 +140,9 @@ def draw_sheet(out, grid, row_labels, seeds, title, winner, steps, path: Path) -
                 continue
             from harness.imaging import open_untrusted
 
-            with open_untrusted(io.BytesIO(read_bytes(out / row["png"], max_bytes=256 << 20)), 1 << 26) as im:
+            with open_untrusted(
+                io.BytesIO(read_bytes(store.png_path(out, row["id"]), max_bytes=256 << 20)), 1 << 26
+            ) as im:
                 thumb = im.convert("RGB")
             scale = CELL / max(thumb.size)
             resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS

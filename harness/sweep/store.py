@@ -114,12 +114,33 @@ def finished(out: Path, cid: str) -> dict[str, Any] | None:
 
     try:
         row = read_json(row_path(out, cid), max_bytes=MAX_ROW_BYTES)
-        if not isinstance(row, dict) or row.get("id") != cid:
+        if not _well_formed(row) or row.get("id") != cid:
             return None
         png = read_bytes(png_path(out, cid), max_bytes=256 << 20)
     except HarnessError:
         return None
     return row if sha256_bytes(png) == row.get("png_sha256") else None
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _well_formed(row: Any) -> bool:
+    """A row the sweep wrote (a hand-edited or truncated one is rendered again, not trusted)."""
+    return (
+        isinstance(row, dict)
+        and all(
+            isinstance(row.get(k), int) and not isinstance(row.get(k), bool)
+            for k in ("panel", "rank", "seed", "steps")
+        )
+        and _number(row.get("aesthetic"))
+        and (row.get("clip_t") is None or _number(row.get("clip_t")))
+        and (row.get("scale") is None or _number(row.get("scale")))
+        and isinstance(row.get("embedding"), list)
+        and all(_number(x) for x in row["embedding"])
+        and isinstance(row.get("png"), str)
+    )
 
 
 def write_row(out: Path, row: dict[str, Any]) -> None:
