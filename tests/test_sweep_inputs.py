@@ -105,3 +105,21 @@ def test_a_folder_the_harness_did_not_make_is_never_written(tmp_path, write_stor
 def test_serve_needs_a_folder(capsys):
     assert main(["sweep", "serve"]) == 2
     assert "needs the sweep folder" in capsys.readouterr().err
+
+
+def test_sweep_help_imports_no_torch_gradio_or_pandas():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = (
+        "import sys\n"
+        "from harness.cli import main\n"
+        "try:\n    main(['sweep', '--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'gradio', 'pandas') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "--seeds" in result.stdout and "--min-consistency" in result.stdout
