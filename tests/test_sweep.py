@@ -101,13 +101,20 @@ def test_rendering_the_swept_story_gives_the_winners_pixels_bit_for_bit(demo_swe
     _, out, _ = demo_sweep
     chosen = read_table(out).query("chosen").set_index("panel")
     assert (chosen.loc[[1, 2], "rank"] > 0).any(), "the sweep chose no new seed: the test proves nothing"
-    result = render_story(
-        load_story(out / "story.swept.yaml"), tmp_path / "run", panels="1,2", progress=False
-    )
-    for p in (1, 2):
+    swept = load_story(out / "story.swept.yaml")
+    result = render_story(swept, tmp_path / "run", progress=False)
+    for p in range(1, 9):
         np.testing.assert_array_equal(
             pixels(result.out / f"images/{p:02d}.png"), pixels(out / chosen.loc[p, "png"])
         )
+    # and the sweep's numbers for the chosen story are `harness score`'s on the rendered story
+    from harness.score.api import score_run, summary
+    from tests.score_fixtures import tiny_config
+
+    scored = summary(score_run(result.out, story=swept, config=tiny_config()))
+    report = json.loads((out / "report.json").read_text())
+    assert scored["aesthetic_mean"] == pytest.approx(report["after"]["aesthetic_mean"], abs=1e-6)
+    assert scored["clip_i"] == pytest.approx(report["after"]["clip_i"], abs=1e-6)
 
 
 def test_a_finished_sweep_run_again_renders_nothing_and_reports_the_same(demo_sweep, capsys):
