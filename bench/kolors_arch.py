@@ -1,9 +1,9 @@
 """Kolors at full size with random weights, built directly on the target device and dtype.
 
-Owns: the real Kolors component configs (UNet in the SDXL layout, ChatGLM3-6B, SDXL VAE, the
-Euler scheduler; values from shared/STACK.md "Real Kolors facts" and the Kolors-diffusers
-config files) and building them without ever holding 6B float32 parameters on the CPU: modules
-are constructed under `torch.device(device)` with the default dtype set to the target dtype, so
+Owns: building the real Kolors components (their configs are the harness's own,
+`harness.models.kolors_arch` and `harness.config.schedulers`: UNet in the SDXL layout,
+ChatGLM3-6B, SDXL VAE, the Euler scheduler) without ever holding 6B float32 parameters on the
+CPU: modules are constructed under `torch.device(device)` with the default dtype set to the target dtype, so
 every tensor is born where and how it will be used. `device="meta"` builds the architecture
 with no memory at all (used to count parameters on machines without a GPU).
 
@@ -16,67 +16,11 @@ from __future__ import annotations
 import contextlib
 
 from harness.config.schedulers import KOLORS_SCHEDULER_CONFIG
+from harness.models.kolors_arch import KOLORS_CHATGLM, KOLORS_UNET, KOLORS_VAE
 from harness.models.tiny import init_chatglm_weights
 
-# UNet2DConditionModel config of Kwai-Kolors/Kolors-diffusers (SDXL layout, 4096-wide text).
-UNET_CONFIG = dict(
-    sample_size=128,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    block_out_channels=(320, 640, 1280),
-    layers_per_block=2,
-    attention_head_dim=(5, 10, 20),
-    transformer_layers_per_block=(1, 2, 10),
-    cross_attention_dim=2048,
-    encoder_hid_dim=4096,
-    encoder_hid_dim_type="text_proj",
-    addition_embed_type="text_time",
-    addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=5632,  # 4096 pooled + 6 time ids x 256
-    use_linear_projection=True,
-    norm_num_groups=32,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-)
-
-# The SDXL VAE as Kolors ships it.
-VAE_CONFIG = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    latent_channels=4,
-    norm_num_groups=32,
-    act_fn="silu",
-    sample_size=1024,
-    scaling_factor=0.13025,
-    force_upcast=True,
-)
-
-# ChatGLM3-6B (the Kolors text encoder): 28 layers, multi-query attention with 2 groups.
-CHATGLM_CONFIG = dict(
-    num_layers=28,
-    padded_vocab_size=65024,
-    hidden_size=4096,
-    ffn_hidden_size=13696,
-    kv_channels=128,
-    num_attention_heads=32,
-    seq_length=32768,
-    multi_query_attention=True,
-    multi_query_group_num=2,
-    add_qkv_bias=True,
-    add_bias_linear=False,
-    rmsnorm=True,
-    post_layer_norm=True,
-    layernorm_epsilon=1e-5,
-    apply_query_key_layer_scaling=True,
-    attention_softmax_in_fp32=True,
-    original_rope=True,  # the real config.json sets it; ChatGLMConfig's __init__ does not
-)
+# The real Kolors component configs: the harness's one copy (the tiny model overrides them).
+UNET_CONFIG, VAE_CONFIG, CHATGLM_CONFIG = KOLORS_UNET, KOLORS_VAE, KOLORS_CHATGLM
 
 SCHEDULER_CONFIG = KOLORS_SCHEDULER_CONFIG  # the harness's own copy of the real config
 

@@ -142,3 +142,36 @@ def test_the_aesthetic_gate_is_one_number():
     ]
     assert places == ["harness/config/gate.py"]
     assert ScoringConfig().threshold == AESTHETIC_GATE == 6.0
+
+
+# --- one architecture config per model -----------------------------------------------------------
+
+
+def test_the_tiny_model_is_kolors_with_some_sizes_overridden(tiny_model_dir):
+    from harness.hashing import sha256_tree
+    from harness.lora.kolors_layout import is_kolors_layout
+    from harness.models import kolors_arch, tiny
+
+    for full, small in (
+        (kolors_arch.KOLORS_UNET, tiny.TINY_UNET),
+        (kolors_arch.KOLORS_VAE, tiny.TINY_VAE),
+        (kolors_arch.KOLORS_CHATGLM, tiny.TINY_CHATGLM),
+    ):
+        assert set(small) == set(full)
+        kept = {k for k in full if small[k] == full[k]}
+        assert kept and kept != set(full)  # some sizes overridden, the rest the real config's
+    assert is_kolors_layout(kolors_arch.KOLORS_UNET) and not is_kolors_layout(tiny.TINY_UNET)
+    with pytest.raises(KeyError, match="block_out_chanels"):
+        kolors_arch.with_overrides(kolors_arch.KOLORS_UNET, {"block_out_chanels": (8,)})
+    # Built from the shared configs, the tiny model is the one the 0.1.0 fixture was rendered with.
+    recorded = _fixture("run_manifest.json")["model"]["sha256"]
+    assert sha256_tree(tiny_model_dir) == recorded
+
+
+def test_the_benchmark_builds_full_size_kolors_from_the_harness_configs():
+    from bench import kolors_arch as bench_arch
+    from harness.models import kolors_arch
+
+    assert bench_arch.UNET_CONFIG is kolors_arch.KOLORS_UNET
+    assert bench_arch.VAE_CONFIG is kolors_arch.KOLORS_VAE
+    assert bench_arch.CHATGLM_CONFIG is kolors_arch.KOLORS_CHATGLM

@@ -1,41 +1,18 @@
 """The full-size Kolors UNet's layout, built on the meta device (no weights, a few seconds).
 
-Owns: the Kolors UNet config (shared/STACK.md, the same as Kwai-Kolors/Kolors-diffusers'
-unet/config.json) and the check whether some UNet config has that layout, which decides
-whether a DiffSynth-naming export makes sense.
+Owns: the check whether some UNet config has the Kolors layout (the config itself is
+`harness.models.kolors_arch.KOLORS_UNET`), which decides whether a DiffSynth-naming export makes
+sense, and the names and shapes of the full-size UNet's layers.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-KOLORS_UNET_CONFIG = {
-    "sample_size": 128,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": [320, 640, 1280],
-    "layers_per_block": 2,
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "attention_head_dim": [5, 10, 20],
-    "transformer_layers_per_block": [1, 2, 10],
-    "cross_attention_dim": 2048,
-    "encoder_hid_dim": 4096,
-    "encoder_hid_dim_type": "text_proj",
-    "addition_embed_type": "text_time",
-    "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 5632,
-    "use_linear_projection": True,
-}
-_STRUCTURE = (
-    "block_out_channels",
-    "layers_per_block",
-    "down_block_types",
-    "up_block_types",
-    "transformer_layers_per_block",
-    "encoder_hid_dim_type",
-    "addition_embed_type",
-)
+from harness.models.kolors_arch import KOLORS_UNET, UNET_STRUCTURE
+
+KOLORS_UNET_CONFIG = KOLORS_UNET  # the one config (harness.models.kolors_arch)
+_STRUCTURE = UNET_STRUCTURE
 
 
 def _norm(v):

@@ -1,6 +1,7 @@
 """The built-in miniature Kolors: the real diffusers classes at toy size, seeded, saved to disk.
 
-Owns: the tiny architecture and its deterministic initialisation. The result is written with
+Owns: the tiny architecture, as a few sizes overridden in the real Kolors configs
+(`harness.models.kolors_arch`), and its deterministic initialisation. The result is written with
 `save_pretrained` in the diffusers layout and loaded back through the same `from_pretrained`
 path as the real Kolors, so tests and the demo exercise the real loading code. The tokenizer is
 the REAL Kolors (ChatGLM3) tokenizer shipped in the diffsynth package, so Chinese prompts
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from harness.config.schedulers import KOLORS_SCHEDULER_CONFIG
 from harness.config.tokens import kolors_tokenizer_dir
+from harness.models.kolors_arch import KOLORS_CHATGLM, KOLORS_UNET, KOLORS_VAE, with_overrides
 
 # Bump when the architecture or initialisation changes: it names the cache folder.
 TINY_VERSION = "1"
@@ -23,6 +25,41 @@ TINY_SEED = 20240808
 # Sizes: text hidden 32 (Kolors 4096), cross-attention 32 (2048), time embed 8 (256).
 _TE_HIDDEN = 32
 _TIME_DIM = 8
+
+# The tiny model is Kolors with these sizes; everything else is the real config's.
+TINY_UNET = with_overrides(
+    KOLORS_UNET,
+    dict(
+        sample_size=8,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        transformer_layers_per_block=(1, 2),
+        cross_attention_dim=32,
+        encoder_hid_dim=_TE_HIDDEN,
+        addition_time_embed_dim=_TIME_DIM,
+        projection_class_embeddings_input_dim=_TE_HIDDEN + 6 * _TIME_DIM,
+    ),
+)
+# Four blocks -> downsampling factor 8, as in the real SDXL VAE.
+TINY_VAE = with_overrides(
+    KOLORS_VAE,
+    dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8, sample_size=64),
+)
+TINY_CHATGLM = with_overrides(
+    KOLORS_CHATGLM,
+    dict(
+        num_layers=2,
+        hidden_size=_TE_HIDDEN,
+        ffn_hidden_size=64,
+        kv_channels=8,
+        num_attention_heads=4,
+        seq_length=256,
+        add_qkv_bias=False,  # the tiny model has been built without q/k/v biases since v1
+    ),
+)
 
 
 def init_chatglm_weights(model, generator=None) -> None:
@@ -57,53 +94,10 @@ def build_tiny_pipeline():
     from diffusers.pipelines.kolors.text_encoder import ChatGLMConfig
 
     torch.manual_seed(TINY_SEED)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        transformer_layers_per_block=(1, 2),
-        cross_attention_dim=32,
-        encoder_hid_dim=_TE_HIDDEN,
-        encoder_hid_dim_type="text_proj",
-        addition_embed_type="text_time",
-        addition_time_embed_dim=_TIME_DIM,
-        projection_class_embeddings_input_dim=_TE_HIDDEN + 6 * _TIME_DIM,
-        use_linear_projection=True,
-        norm_num_groups=32,
-    )
+    unet = UNet2DConditionModel(**TINY_UNET)
     torch.manual_seed(TINY_SEED + 2)
-    # Four blocks -> downsampling factor 8, as in the real SDXL VAE.
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
-        scaling_factor=0.13025,
-        force_upcast=True,
-    )
-    config = ChatGLMConfig(
-        num_layers=2,
-        padded_vocab_size=65024,
-        hidden_size=_TE_HIDDEN,
-        ffn_hidden_size=64,
-        kv_channels=8,
-        num_attention_heads=4,
-        seq_length=256,
-        multi_query_attention=True,
-        multi_query_group_num=2,
-        original_rope=True,  # the real config.json sets it; ChatGLMConfig's __init__ does not
-        torch_dtype="float32",
-    )
+    vae = AutoencoderKL(**TINY_VAE)
+    config = ChatGLMConfig(**TINY_CHATGLM, torch_dtype="float32")
     text_encoder = ChatGLMModel(config, empty_init=False)
     init_chatglm_weights(text_encoder, torch.Generator().manual_seed(TINY_SEED + 1))
     tokenizer = ChatGLMTokenizer.from_pretrained(str(kolors_tokenizer_dir()))
