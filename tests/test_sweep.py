@@ -206,6 +206,16 @@ def test_lora_strengths_are_swept_for_the_whole_story_and_the_swept_story_carrie
         np.testing.assert_array_equal(
             pixels(result.out / f"images/{p:02d}.png"), pixels(out / chosen.loc[p, "png"])
         )
+    # the pick page can choose the other strength for the whole story, and saves a valid story
+    from harness.sweep.app import Picks
+
+    picks = Picks(out)
+    other = next(s for s in picks.scales if s != picks.chosen_scale)
+    pick = picks.default_pick(other)
+    assert {picks.by_id(other, cid).scale for cid in pick.values()} == {other}
+    assert f"LoRA ×{other:g}" in picks.summary(other, pick)
+    picked = load_story(picks.save(other, pick))
+    assert picked.story.lora.scale == other and picked.lora_path == swept.lora_path
 
 
 def test_previews_keep_the_best_and_report_how_well_they_rank(tmp_path, tiny_model_dir):
