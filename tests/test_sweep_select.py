@@ -22,7 +22,9 @@ def _unit(rng: random.Random, dim: int = 6) -> tuple[float, ...]:
 def _story(rng: random.Random, panels: int, seeds: int, scale=None) -> dict[int, list[Option]]:
     return {
         p: [
-            Option(f"p{p}-{r}", p, r, 100 * p + r, scale, rng.uniform(4, 7), rng.uniform(0.2, 0.35), _unit(rng))
+            Option(
+                f"p{p}-{r}", p, r, 100 * p + r, scale, rng.uniform(4, 7), rng.uniform(0.2, 0.35), _unit(rng)
+            )
             for r in range(seeds + 1)
         ]
         for p in range(1, panels + 1)
@@ -110,7 +112,13 @@ def test_story_clip_i_is_the_scorers_formula():
 def test_candidate_ids_and_derived_seeds_are_deterministic_and_distinct():
     sha = "ab" * 32
     assert candidate_id(sha, 1, 5, 0.8, 20) == candidate_id(sha, 1, 5, 0.8, 20)
-    ids = {candidate_id(sha, p, s, sc, st) for p in (1, 2) for s in (1, 2) for sc in (None, 0.8) for st in (4, 20)}
+    ids = {
+        candidate_id(sha, p, s, sc, st)
+        for p in (1, 2)
+        for s in (1, 2)
+        for sc in (None, 0.8)
+        for st in (4, 20)
+    }
     assert len(ids) == 16
     seeds = derived_seeds(sha, 1, 7, 5)
     assert seeds == derived_seeds(sha, 1, 7, 5)
