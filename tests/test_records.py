@@ -175,3 +175,41 @@ def test_the_benchmark_builds_full_size_kolors_from_the_harness_configs():
     assert bench_arch.UNET_CONFIG is kolors_arch.KOLORS_UNET
     assert bench_arch.VAE_CONFIG is kolors_arch.KOLORS_VAE
     assert bench_arch.CHATGLM_CONFIG is kolors_arch.KOLORS_CHATGLM
+
+
+# --- one search by content, one story reader -------------------------------------------------------
+
+
+def test_find_by_sha256_goes_by_content_and_never_follows_a_link_when_untrusted(tmp_path):
+    import hashlib
+
+    from harness.locate import find_by_sha256
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    a.write_bytes(b"first")
+    b.write_bytes(b"second")
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(b)
+    want = hashlib.sha256(b"second").hexdigest()
+    found, others = find_by_sha256([tmp_path / "absent", a, a, b], want)
+    assert found == b and others == [(a, hashlib.sha256(b"first").hexdigest())]  # a looked at once
+    assert find_by_sha256([link], want)[0] == link  # a trusted name may be a link the user made
+    assert find_by_sha256([link], want, untrusted=True) == (None, [])  # an untrusted one is skipped
+    assert find_by_sha256([a], want)[0] is None
+
+
+def test_load_story_checks_the_files_it_names_only_when_asked(tmp_path, write_story):
+    from harness.config.story import load_story
+    from harness.errors import HarnessError
+    from tests.conftest import small_story
+
+    path = write_story(small_story(lora={"path": "loras/missing.safetensors", "scale": 0.5}))
+    with pytest.raises(HarnessError, match="LoRA file not found"):
+        load_story(path, check_tokens=False)
+    story = load_story(path, check_files=False, check_tokens=False).story
+    assert story.lora.path == "loras/missing.safetensors" and story.lora.scale == 0.5
+    link = tmp_path / "linked.yaml"
+    link.symlink_to(path)
+    assert load_story(link, check_files=False, check_tokens=False).story == story  # typed by the user
+    with pytest.raises(HarnessError, match="link"):
+        load_story(link, check_files=False, check_tokens=False, follow_links=False)  # in a bundle
