@@ -36,7 +36,7 @@ class Picks:
         from harness.sweep.outputs import read_table
 
         self.out = Path(out)
-        if inspect(self.out, store.PURPOSE, label=str(self.out)).state != "ours":
+        if not os.path.lexists(self.out / store.MARKER) or inspect(self.out, store.PURPOSE).state != "ours":
             raise HarnessError(f"{self.out}: not a sweep folder (run `harness sweep STORY --out {self.out}`)")
         if not (self.out / store.REPORT).is_file():
             raise HarnessError(
