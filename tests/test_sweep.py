@@ -238,3 +238,25 @@ def test_previews_keep_the_best_and_report_how_well_they_rank(tmp_path, tiny_mod
     assert table.query("chosen")["steps"].eq(4).all()  # a preview is never the answer
     report = json.loads((out / "report.json").read_text())
     assert -1.0 <= report["preview_rank_correlation"] <= 1.0
+
+
+def test_a_story_that_trains_its_lora_is_swept_with_the_trained_file(tmp_path, tiny_model_dir):
+    from harness.config.story import load_story
+    from harness.render.run import render_story
+    from harness.sweep.outputs import read_table
+    from tests.train_helpers import tiny_config
+
+    config = tiny_config(tmp_path)
+    data = three_panels(lora={"train": config.name, "scale": 1.0})
+    data["panel_count"], data["panels"] = 2, data["panels"][:2]
+    story = tmp_path / "story.yaml"
+    story.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["sweep", str(story), "--seeds", "1", "--panels", "1", "--out", str(out), "--quiet"]) == 1
+    swept = load_story(out / "story.swept.yaml")
+    assert swept.story.lora.train is None and swept.lora_path.parent == out / "lora"
+    table = read_table(out)
+    assert table["lora_sha256"].nunique() == 1 and isinstance(table["lora_sha256"][0], str)
+    chosen = table.query("chosen").set_index("panel")
+    result = render_story(swept, tmp_path / "run", panels="1", progress=False)
+    np.testing.assert_array_equal(pixels(result.out / "images/01.png"), pixels(out / chosen.loc[1, "png"]))
