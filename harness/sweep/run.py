@@ -10,8 +10,9 @@ then chooses the story (`harness.sweep.select`) and hands a typed `SweepResult` 
 (`harness.sweep.outputs`). Kolors and the scoring models take turns on the accelerator.
 
 Backends: `local` renders in this process. The seam for another (Ray workers of the judging
-backend) is `BACKENDS`: a backend gets the candidates still to render and returns nothing; it
-must leave each one finished in the folder as `_render_and_score` does.
+backend) is `BACKENDS`: a backend gets the setup, the candidates still to render and an
+`on_done(rows)` callback, and returns the ids it rendered; it must leave each candidate finished
+in the folder (PNG, then its row) as `_render_and_score` does, and report its rows to `on_done`.
 """
 
 from __future__ import annotations
@@ -279,9 +280,9 @@ def _render_and_score(
     """Render `todo` in chunks (grouped by strength and steps), score each chunk, record each
     candidate (PNG, then its row); returns the ids rendered."""
     from harness.hashing import sha256_file
-    from harness.models.loader import park_pipeline
     from harness.render.engine import PanelJob
     from harness.render.path import PipelineRequest, prepare_pipeline, render_panels
+    from harness.render.pipelines import park_pipeline
     from harness.render.pngmeta import save_png
     from harness.render.records import LoraRecord, ModelRecord, PanelParams
     from harness.sweep.scoring import CandidateScorer
