@@ -31,7 +31,7 @@ def harness_cache(tmp_path_factory) -> Path:
 def fresh_pipeline():
     """No test sees a Kolors pipeline or scoring models another test left behind (both are kept)."""
     yield
-    from harness.models.loader import release_pipeline
+    from harness.render.pipelines import release_pipeline
     from harness.score.models import release_scoring_models
 
     release_pipeline()

@@ -260,6 +260,7 @@ def test_verify_all_rerenders_many_loras_on_one_kolors_load(
     from harness.bundle.writer import write_bundle
     from harness.config.story import load_story
     from harness.models import loader
+    from harness.render import pipelines
     from harness.render.run import render_story
     from harness.score import models
     from tests.bundle_fixtures import make_lora
@@ -271,10 +272,10 @@ def test_verify_all_rerenders_many_loras_on_one_kolors_load(
     story = tmp_path / "rival" / "story.yaml"
     data = small_story(team="rivals", lora={"path": "loras/pytorch_lora_weights.safetensors", "scale": 1.0})
     story.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    loader.release_pipeline()
+    pipelines.release_pipeline()
     render_story(load_story(story), tmp_path / "rival" / "run", progress=False)
     rival = write_bundle(tmp_path / "rival" / "run", out_root=root, namespace="rivals").path
-    loader.release_pipeline()  # the teams rendered on their own machines
+    pipelines.release_pipeline()  # the teams rendered on their own machines
 
     loads = []
     for module, name in ((loader, "load_pipeline"), (models, "load_aesthetic"), (models, "load_clip")):

@@ -86,7 +86,8 @@ def test_kohya_export_loads_back(tiny_trained, tiny_model_dir):
     import numpy as np
 
     from harness.device import Placement
-    from harness.models.loader import apply_lora, load_pipeline
+    from harness.lora.apply import apply_lora
+    from harness.models.loader import load_pipeline
 
     out = tiny_trained.out
     ours, _ = load_lora_file(out / "pytorch_lora_weights.safetensors")

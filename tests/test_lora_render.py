@@ -118,8 +118,9 @@ def test_a_lora_for_other_layers_is_refused_in_one_short_line_naming_the_layer(
 def test_a_dora_lora_passes_the_judges_check_and_renders(tmp_path, tiny_model_dir):
     from harness.config.story import Sampling
     from harness.device import Placement
+    from harness.lora.apply import apply_lora
     from harness.lora.checks import check_lora, unet_linear_shapes
-    from harness.models.loader import apply_lora, load_pipeline
+    from harness.models.loader import load_pipeline
     from harness.render.engine import PanelJob, render
     from tests.bundle_fixtures import make_lora
 
@@ -144,6 +145,7 @@ def test_one_kolors_serves_many_loras_with_the_pixels_of_a_fresh_load(tmp_path, 
     from harness.device import Placement
     from harness.hashing import sha256_file, sha256_tree
     from harness.models import loader
+    from harness.render import pipelines
     from harness.render.engine import PanelJob, render
     from tests.bundle_fixtures import make_lora
 
@@ -157,16 +159,16 @@ def test_one_kolors_serves_many_loras_with_the_pixels_of_a_fresh_load(tmp_path, 
 
     def pixels(lora, scale):
         sha = sha256_file(lora) if lora else None
-        pipe = loader.pipeline_for(tiny_model_dir, model_sha, place, lora, sha, scale, progress=False)
+        pipe = pipelines.pipeline_for(tiny_model_dir, model_sha, place, lora, sha, scale, progress=False)
         return np.asarray(render(pipe, jobs, sampling, device="cpu", progress=False)[0][1])
 
     fresh = []
     for lora, scale in requests:
-        loader.release_pipeline()
+        pipelines.release_pipeline()
         fresh.append(pixels(lora, scale))
     assert len({f.tobytes() for f in fresh[:4]}) == 4, "each LoRA and scale renders differently"
 
-    loader.release_pipeline()
+    pipelines.release_pipeline()
     loads = []
     real = loader.load_pipeline
     monkeypatch.setattr(loader, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))

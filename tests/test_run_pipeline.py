@@ -78,6 +78,7 @@ def test_run_loads_the_pipeline_once_and_the_rerender_reuses_it(
     """The reproducibility re-render gets the render's pipeline (same model, LoRA and scale),
     still comes out exact, and the pipeline is kept (parked) for a next story on this base."""
     from harness.models import loader
+    from harness.render import pipelines
     from tests.bundle_fixtures import make_lora
 
     make_lora(tmp_path / "loras", tiny_model_dir)
@@ -92,4 +93,4 @@ def test_run_loads_the_pipeline_once_and_the_rerender_reuses_it(
     scores = json.loads((out / "scores.json").read_text(encoding="utf-8"))
     assert scores["reproducibility"]["verdict"] == "exact"
     assert len(loads) == 1
-    assert len(loader._kept) == 1 and loader._kept[0].lora is not None
+    assert len(pipelines._kept) == 1 and pipelines._kept[0].lora is not None

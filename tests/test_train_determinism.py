@@ -120,7 +120,8 @@ def test_trained_lora_changes_the_panels_and_scale_zero_restores_them(trained, t
     import torch
 
     from harness.device import Placement
-    from harness.models.loader import apply_lora, load_pipeline
+    from harness.lora.apply import apply_lora
+    from harness.models.loader import load_pipeline
 
     _, a = trained
     threads = torch.get_num_threads()

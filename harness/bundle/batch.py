@@ -208,7 +208,7 @@ def assess(bundle: Path, *, rerun: bool, scoring, time_limit_s: float | None, ex
         with time_limit(time_limit_s):
             return verify_bundle(bundle, rerun=rerun, scoring=scoring, expected=expected)
     except BundleTimeout:
-        from harness.models.loader import release_pipeline
+        from harness.render.pipelines import release_pipeline
         from harness.score.models import release_scoring_models
 
         # a render or a device move cut short may leave the kept models half-swapped
@@ -426,7 +426,7 @@ def verify_all(
     """
     from tqdm.auto import tqdm
 
-    from harness.models.loader import release_pipeline
+    from harness.render.pipelines import release_pipeline
     from harness.score.models import release_scoring_models
 
     root = check_root(root)

@@ -3,7 +3,7 @@ both go through these functions, so the pixels the judges replay are made the wa
 
 Owns: the sequence from a (model, placement, LoRA sha256, scale) request to a pipeline ready to
 draw (resolve the model reference, hold its content to an expected sha256, place it, make torch
-deterministic, `harness.models.loader.pipeline_for`, which loads the base once and swaps LoRAs),
+deterministic, `harness.render.pipelines.pipeline_for`, which loads the base once and swaps LoRAs),
 and rendering a list of panels on it (`harness.render.engine.render`). Must not write files:
 the callers decide what happens to the images.
 """
@@ -68,7 +68,7 @@ def prepare_pipeline(request: PipelineRequest, *, progress: bool = True) -> Any:
     """The pipeline for `request`, ready to draw: deterministic settings, the base model loaded
     once (or kept from the last call) and the LoRA swapped in at its scale."""
     from harness import device as dev
-    from harness.models.loader import pipeline_for
+    from harness.render.pipelines import pipeline_for
 
     dev.make_deterministic(request.placement)
     return pipeline_for(

@@ -106,7 +106,7 @@ _shapes_cache: dict[str, dict[str, tuple[int, int]]] = {}
 
 def check_lora_fits(path: Path, model) -> None:
     """The judges' LoRA check (keys, finite values, ranks, shapes against this model's UNet),
-    run before anything is written; the same line `apply_lora` would give at load time."""
+    run before anything is written; the same line `harness.lora.apply.apply_lora` would give at load time."""
     from harness.lora.checks import check_lora, unet_linear_shapes
 
     if model.sha256 not in _shapes_cache:

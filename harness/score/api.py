@@ -160,7 +160,7 @@ def score_run(
     rerendered = None
     if config.reproduce:
         if any(p.params is not None for p in run.panels):
-            from harness.models.loader import park_pipeline
+            from harness.render.pipelines import park_pipeline
             from harness.score.reproduce import rerender
 
             try:
