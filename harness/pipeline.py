@@ -88,7 +88,7 @@ def run_story(
     story = loaded.story
     out = Path(out)
     if bundle:
-        from harness.bundle.writer import NAMESPACE_ENV
+        from harness.bundle.plan import NAMESPACE_ENV
         from harness.config.naming import model_id
 
         model_id(namespace or os.environ.get(NAMESPACE_ENV) or story.team, story.team, story.name)
@@ -121,7 +121,7 @@ def run_story(
         lora_file=lora_file,
     )
     if bundle:  # a bundle the run may not replace is refused now, not after the render
-        from harness.bundle.writer import check_target
+        from harness.bundle.plan import check_target
         from harness.hashing import sha256_bytes, sha256_file
 
         shas = {plan.lora.sha256} if plan.lora else set()

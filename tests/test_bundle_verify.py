@@ -28,7 +28,7 @@ def bundle(tmp_path, demo_bundle) -> Path:
 
 
 def test_clean_bundle_verifies_and_reproduces(bundle):
-    from harness.bundle.verify import write_verdict
+    from harness.bundle.batch import write_verdict
 
     # The tiny aesthetic predictor has random weights and scores about 0, so the gate is moved
     # below that (model_copy skips validation on purpose; a real config cannot go below 0).
@@ -256,7 +256,7 @@ def test_verify_all_rerenders_many_loras_on_one_kolors_load(
     scoring models load once too, and score as freshly loaded ones do."""
     import yaml
 
-    from harness.bundle.verify import verify_all
+    from harness.bundle.batch import verify_all
     from harness.bundle.writer import write_bundle
     from harness.config.story import load_story
     from harness.models import loader

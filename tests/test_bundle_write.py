@@ -226,3 +226,26 @@ def test_a_symlinked_lora_folder_in_a_run_is_never_shipped(tmp_path, demo_run, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lora: is a symlink" in err[0], err
     assert not (tmp_path / "subs").exists() or not any((tmp_path / "subs").rglob("UNRELEASED*"))
+
+
+def test_planning_a_bundle_writes_nothing_and_the_plan_writes_the_bundle(tmp_path, demo_run):
+    """`plan_bundle` makes every check and writes nothing (not even the team folder); the plan
+    then writes exactly the files `write_bundle` writes in one step."""
+    from harness.bundle.writer import plan_bundle, write_bundle, write_plan
+    from tests.hostile_helpers import snapshot
+
+    run = tmp_path / "run"
+    shutil.copytree(demo_run, run)
+    before = snapshot(tmp_path)
+    plan = plan_bundle(run, out_root=tmp_path / "planned", namespace="ns")
+    assert snapshot(tmp_path) == before and not (tmp_path / "planned").exists()
+    assert plan.target == tmp_path / "planned" / plan.story.team / plan.story.name
+    assert plan.story_sha256 == sha256_file(run / "story.yaml")
+    planned = write_plan(plan)
+    direct = write_bundle(run, out_root=tmp_path / "direct", namespace="ns")
+    a, b = snapshot(planned.path), snapshot(direct.path)
+    # the manifest and card carry the creation time; every other file is the same bytes
+    assert {k for k in a} == {k for k in b}
+    assert {k: v for k, v in a.items() if k not in ("manifest.json", "README.md")} == {
+        k: v for k, v in b.items() if k not in ("manifest.json", "README.md")
+    }

@@ -159,7 +159,7 @@ def hostile_board(root: Path, outside: Path) -> dict[str, tuple[str, str]]:
     expected["deep/prompts"] = ("unscored", "no scores.json")
     b = synthetic.write(root, Spec("deep", "verdict", 6.8))
     (b / "verdict.json").write_text(_deep_json(100_000), encoding="utf-8")
-    from harness.bundle.verify import current_digest
+    from harness.bundle.batch import current_digest
 
     ledger = {
         "deep/verdict": {

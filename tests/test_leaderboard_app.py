@@ -42,7 +42,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, demo_bundle):
     """A submissions root (synthetic bundles + one real bundle the judges verified), indexed and served."""
-    from harness.bundle.verify import verify_all
+    from harness.bundle.batch import verify_all
     from harness.leaderboard.app import launch
 
     root = tmp_path_factory.mktemp("lb") / "submissions"

@@ -104,7 +104,7 @@ def test_rebuild_is_idempotent_and_follows_changes(board):
 
 
 def test_verdicts_count_only_when_the_judges_ledger_vouches_for_them(board):
-    from harness.bundle.verify import verify_all
+    from harness.bundle.batch import verify_all
 
     # A participant ships a verdict.json saying "pass": without the judges' ledger it is ignored.
     fake = {"verdict": "pass", "gate": "pass", "scores": {"aesthetic_mean": 9.9}, "reproducibility": "exact"}

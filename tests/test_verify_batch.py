@@ -106,7 +106,7 @@ def test_a_bundle_with_20000_planted_links_keeps_the_verdict_and_ledger_small(tm
     """Each planted link or too-deep folder is a problem; a bundle can plant any number of them.
     The walk stops at the file cap, a verdict keeps at most 50 lines, and the ledger keeps 5 per
     bundle, so one bundle cannot make the judges' ledger unreadable for everyone."""
-    from harness.bundle.verify import MAX_PROBLEMS
+    from harness.bundle.verdict import MAX_PROBLEMS
 
     root = tmp_path / "subs"
     honest = copy_bundle(demo_bundle, root)
@@ -164,7 +164,8 @@ def test_a_team_folder_with_too_many_entries_costs_bounded_time(tmp_path, demo_b
     rows = verify_all(root, rerun=False)
     assert time.monotonic() - start < 60
     assert [r.bundle for r in rows] == [honest] and rows[0].verdict["verdict"] == "pass"
-    assert f"spam: more than {MAX_ENTRIES} entries; the rest were not read (not judged)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"spam: more than {MAX_ENTRIES} entries; the rest were not read (not judged)" in err
 
 
 def test_a_quick_no_rerun_pass_never_stands_in_for_a_full_verify(tmp_path, demo_bundle):

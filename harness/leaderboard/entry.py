@@ -32,9 +32,10 @@ from harness import safeio
 from harness.bundle import manifest as mf
 from harness.bundle.batch import read_ledger
 from harness.bundle.claims import number, read_claimed
-from harness.bundle.writer import IMAGES_DIR, PROMPTS, STORY
 from harness.errors import HarnessError
 from harness.hashing import DigestCache, sha256_bytes
+from harness.layout import IMAGES as IMAGES_DIR
+from harness.layout import PROMPTS, STORY
 
 # Bump when the rules that turn a bundle into a row change: an index built under other rules
 # is re-read whole (a rebuild otherwise re-reads only bundles whose files changed).
