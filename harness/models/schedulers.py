@@ -1,3 +1,0 @@
-"""Moved: this name is kept while code moves to the layer rule in pyproject.toml."""
-
-from harness.config.schedulers import *  # noqa: F401,F403
