@@ -274,7 +274,7 @@ def _check_workers(root: Path, infos: list[dict[str, Any]]) -> None:
 
 
 def _died_verdict(job: _Job, time_limit_s):
-    from harness.bundle.verify import Verdict
+    from harness.bundle.verdict import Verdict
 
     v = Verdict(str(job.bundle))
     if job.timed_out:
@@ -389,7 +389,7 @@ def _run(
     """The driver's loop: hand bundles to idle workers, collect verdicts, write them, retry."""
     from ray.exceptions import ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
 
-    from harness.bundle.verify import Verdict
+    from harness.bundle.verdict import Verdict
 
     died = (RayActorError, WorkerCrashedError, ObjectLostError)
     inflight: dict[Any, tuple[_Worker, str]] = {}  # ref -> (worker, "judge" | "info")
