@@ -383,9 +383,17 @@ def test_one_hostile_bundle_is_one_failed_row(tmp_path, demo_bundle, case, build
     rows = [ln for ln in done.stdout.splitlines() if {"pass", "fail"} & set(ln.split())]
     assert len(rows) == 2, done.stdout  # one summary row per bundle, nothing else
 
-    # Nothing changed but the judges' own files: the ledger, its lock, the two verdicts, and in
-    # the hostile bundle whatever it planted at the verdict's names.
-    allowed = {f"subs/{n}" for n in (LEDGER, LOCK)} | {"subs/demo/tiny-story/verdict.json"}
+    # The results table has one row per bundle, each one printable line (pandas reads it back).
+    import pandas as pd
+
+    from harness.bundle.results import RESULTS
+
+    table = pd.read_csv(root / RESULTS)
+    assert sorted(table["verdict"]) == sorted(["pass", expected if expected == "pass" else "fail"])
+
+    # Nothing changed but the judges' own files: the ledger, its lock, the results table, the two
+    # verdicts, and in the hostile bundle whatever it planted at the verdict's names.
+    allowed = {f"subs/{n}" for n in (LEDGER, LOCK, RESULTS)} | {"subs/demo/tiny-story/verdict.json"}
     allowed |= {"subs/zz-evil/verdict.json", f"subs/zz-evil/{TEMP}"}
     assert changed(before, snapshot(tmp_path)) - allowed == set()
     if os.path.lexists(hostile / "verdict.json") and (hostile / "verdict.json").is_dir():
