@@ -142,3 +142,110 @@ def test_a_headless_chromium_overrides_a_pick_sees_the_gate_and_saves_the_story(
 
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp_path / "sweep-pick.png", Path(keep) / "sweep-pick.png")
+
+
+def _copy(swept, tmp_path) -> Path:
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(swept, out)
+    return out
+
+
+def test_the_gate_threshold_is_the_scoring_configs_not_the_reports(swept, tmp_path):
+    import json
+
+    from harness.config.scoring import ScoringConfig
+    from harness.sweep.app import Picks
+
+    out = _copy(swept, tmp_path)
+    report = json.loads((out / "report.json").read_text())
+    (out / "report.json").write_text(json.dumps({**report, "threshold": -1}))
+    picks = Picks(out)
+    assert picks.threshold == ScoringConfig().threshold
+    assert "gate (mean >= 6): INVALID" in picks.summary(picks.chosen_scale, picks.chosen)
+    low = Picks(out, ScoringConfig(threshold=-1.0))  # the config the sweep ran with says so
+    assert "gate (mean >= -1): VALID" in low.summary(low.chosen_scale, low.chosen)
+
+
+def _drop_key(report):
+    del report["after"]
+
+
+def _wrong_type(report):
+    report["swept_panels"] = "1,2"
+
+
+def _bad_panel(report):
+    report["panels"][0]["panel"] = [1]
+
+
+@pytest.mark.parametrize("damage", [_drop_key, _wrong_type, _bad_panel])
+def test_a_damaged_report_is_one_line_not_a_traceback(swept, tmp_path, damage):
+    import json
+
+    from harness.errors import HarnessError
+    from harness.sweep.app import Picks
+
+    out = _copy(swept, tmp_path)
+    report = json.loads((out / "report.json").read_text())
+    damage(report)
+    (out / "report.json").write_text(json.dumps(report))
+    with pytest.raises(HarnessError, match="report.json or candidates.csv is damaged") as e:
+        Picks(out)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["quote", "column"])
+def test_a_damaged_table_exits_2_with_one_line(swept, tmp_path, capsys, damage):
+    from harness.cli import main
+
+    out = _copy(swept, tmp_path)
+    text = (out / "candidates.csv").read_text()
+    if damage == "quote":
+        text += '"p01-unterminated,1,0\n'
+    else:
+        head, *lines = text.splitlines()
+        text = "\n".join([",".join(head.split(",")[1:]), *(",".join(x.split(",")[1:]) for x in lines)])
+    (out / "candidates.csv").write_text(text)
+    assert main(["sweep", "serve", str(out), "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "candidates.csv is damaged" in err, err
+
+
+def test_the_page_lists_each_planned_candidate_once_and_nothing_else(swept, tmp_path):
+    """Duplicate ids in the table are shown once; candidates planted in the folder and listed in
+    the table (an unswept panel's extra seed, an id no plan makes) are not shown."""
+    import json
+    import shutil
+
+    from harness.hashing import sha256_file
+    from harness.safeio import read_json
+    from harness.sweep.app import Picks
+    from harness.sweep.plan import Candidate, derived_seeds
+
+    out = _copy(swept, tmp_path)
+    plain = Picks(out)
+    sha = read_json(out / "sweep.json")["story_sha256"]
+    donor = plain.options[plain.chosen_scale][1][0]
+    row = json.loads((out / "candidates" / f"{donor.id}.json").read_text())
+    own = plain.template.story.panels[2].seed  # panel 3 is not swept: its seed is the story's
+    planted = Candidate(3, 1, derived_seeds(sha, 3, own, 1)[0], None, plain.steps, sha)
+    lines = (out / "candidates.csv").read_text().splitlines()
+    head = lines[0].split(",")
+    extra = []
+    for cid, panel, rank, seed in ((planted.id, 3, 1, planted.seed), ("p01-0123456789abcdef", 1, 1, 7)):
+        shutil.copyfile(out / "candidates" / f"{donor.id}.png", out / "candidates" / f"{cid}.png")
+        forged = {**row, "id": cid, "panel": panel, "rank": rank, "seed": seed, "aesthetic": 50.0}
+        forged["png"] = f"candidates/{cid}.png"
+        forged["png_sha256"] = sha256_file(out / "candidates" / f"{cid}.png")
+        (out / "candidates" / f"{cid}.json").write_text(json.dumps(forged))
+        extra.append(",".join("" if forged.get(k) is None else str(forged.get(k, "")) for k in head))
+    (out / "candidates.csv").write_text("\n".join([*lines, *lines[1:], *extra]) + "\n")
+    picks = Picks(out)
+    assert set(picks.options) == set(plain.options)
+    for scale, per_panel in picks.options.items():
+        assert sorted(per_panel) == sorted(plain.options[scale])
+        for p, opts in per_panel.items():
+            assert [o.id for o in opts] == [o.id for o in plain.options[scale][p]]
+            assert all(o.aesthetic < 50.0 for o in opts)

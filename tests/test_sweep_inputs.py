@@ -42,6 +42,8 @@ CASES = [
     (["--seeds", "2", "--preview-steps", "4", "--keep", "1"], "--preview-steps: must be 1..3"),
     (["--seeds", "2", "--preview-steps", "2", "--keep", "2"], "--keep: must be 1..1"),
     (["--seeds", "2", "--min-consistency", "1.5"], "--min-consistency: must be a cosine in -1..1"),
+    (["--seeds", "2", "--panels", "1,1"], "--panels: panel 1 is named more than once"),
+    (["--seeds", "1", "--preview-steps", "1", "--keep", "1"], "--preview-steps: needs --seeds 2 or more"),
     (["--seeds", "2", "--backend", "ray"], "--backend ray: not yet available for sweeps"),
     (["--seeds", "2", "--backend", "slurm"], "--backend: 'slurm' is not one of local, ray"),
 ]

@@ -126,3 +126,15 @@ def test_candidate_ids_and_derived_seeds_are_deterministic_and_distinct():
     assert len(set(seeds)) == 5 and 7 not in seeds
     assert seeds != derived_seeds(sha, 2, 7, 5)
     assert all(0 <= s < 2**64 for s in seeds)
+
+
+def test_an_unreachable_consistency_floor_keeps_the_original_story():
+    """--min-consistency above anything reachable: no choice meets it, so the story is kept as
+    it is (never traded for a higher CLIP-I that still misses the floor), with a note."""
+    rng = random.Random(7)
+    options = _story(rng, panels=3, seeds=3)
+    sel = choose({None: options}, None, swept=[1, 2, 3], min_consistency=0.999, alignment_margin=2.0)
+    assert not sel.feasible
+    assert {p: o.rank for p, o in sel.chosen.items()} == {1: 0, 2: 0, 3: 0}
+    assert sel.aesthetic_mean == sel.original_mean
+    assert any("the original story is kept" in n for n in sel.notes)

@@ -15,25 +15,36 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.sweep import store
 from harness.sweep.plan import scale_text
 from harness.sweep.select import Option, story_scores
 
+if TYPE_CHECKING:
+    from harness.config.scoring import ScoringConfig
+
 PICKED_STORY = store.PICKED_STORY
 THUMB = 256
+MAX_OPTIONS = 64  # candidates shown per panel: the best by aesthetic score
+
+
+def _int(v: Any) -> int:
+    """A whole number from JSON or the table (a bool, a fraction or text is damage)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+        raise TypeError(f"{v!r} is not a whole number")
+    return int(v)
 
 
 class Picks:
     """The page's data side (no Gradio): a sweep folder's candidates, the story's numbers for
     any pick, and saving a pick as a story."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, scoring: "ScoringConfig | None" = None):
+        """`scoring`: the scoring config the sweep ran with (`--scoring-config`); the gate's
+        threshold comes from it (default: the competition's gate), never from the folder."""
         from harness.ownership import inspect
-        from harness.safeio import read_json
-        from harness.sweep.outputs import read_table
 
         self.out = Path(out)
         if not os.path.lexists(self.out / store.MARKER) or inspect(self.out, store.PURPOSE).state != "ours":
@@ -42,31 +53,90 @@ class Picks:
             raise HarnessError(
                 f"{self.out}: the sweep has not finished (no {store.REPORT}); run `harness sweep` again"
             )
+        from harness.config.scoring import scoring_for
+        from harness.config.story import load_story
+
+        self.template = load_story(self.out / store.SWEPT_STORY, follow_links=False)
+        self.threshold = scoring_for(self.template.story.base_model, scoring).threshold
+        try:
+            self._read()
+        except HarnessError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, NameError, IndexError) as e:
+            raise HarnessError(
+                f"{self.out}: {store.REPORT} or {store.TABLE} is damaged ({type(e).__name__}: "
+                f"{str(e)[:120]}); run `harness sweep` again"
+            ) from None
+        for p in self.swept:
+            if not self.options.get(self.chosen_scale, {}).get(p):
+                raise HarnessError(
+                    f"{self.out}: panel {p} has no finished candidate at the chosen strength; "
+                    "run `harness sweep` again"
+                )
+
+    def _read(self) -> None:
+        """The report's plan and the table's candidates: only ids the plan names (the id is the
+        hash of the story, panel, seed, strength and steps; the seed is the panel's story seed
+        or its derived seed of that rank), each once, each finished (`store.finished`)."""
+        from harness.safeio import read_json
+        from harness.sweep.outputs import read_table
+        from harness.sweep.plan import MAX_SEEDS, Candidate, derived_seeds
+
+        marker = read_json(self.out / store.MARKER, max_bytes=64 << 10)
+        sha = marker["story_sha256"]
+        if not isinstance(sha, str):
+            raise TypeError("story_sha256 is not text")
         self.report = read_json(self.out / store.REPORT, max_bytes=4 << 20)
-        self.threshold = float(self.report["threshold"])
-        self.steps = int(self.report["steps"])
-        self.swept: list[int] = [int(p) for p in self.report["swept_panels"]]
+        self.steps = _int(self.report["steps"])
+        self.before = float(self.report["before"]["aesthetic_mean"])
+        self.story_name = str(self.report["story"])
+        self.swept = [_int(p) for p in self.report["swept_panels"]]
+        scales = [None if s is None else float(s) for s in self.report["scales"]]
+        own = {_int(r["panel"]): _int(r["original"]["seed"]) for r in self.report["panels"]}
         table = read_table(self.out)
         self.options: dict[Any, dict[int, list[Option]]] = {}
-        for cid in table.query("steps == @self.steps")["id"]:
-            row = store.finished(self.out, str(cid))
+        seen: set[str] = set()
+        derived: dict[int, list[int]] = {}
+        for rec in table.to_dict("records"):
+            cid = str(rec["id"])
+            if cid in seen or _int(rec["steps"]) != self.steps:
+                continue
+            panel, rank, seed = _int(rec["panel"]), _int(rec["rank"]), int(str(rec["seed"]))
+            scale = None if rec["scale"] is None or rec["scale"] != rec["scale"] else float(rec["scale"])
+            if panel not in own or scale not in scales or not 0 <= rank <= MAX_SEEDS:
+                continue
+            if rank == 0:
+                expected = own[panel]
+            else:
+                if panel not in self.swept:
+                    continue
+                have = derived.get(panel, [])
+                if len(have) < rank:
+                    have = derived[panel] = derived_seeds(sha, panel, own[panel], rank)
+                expected = have[rank - 1]
+            cand = Candidate(panel, rank, expected, scale, self.steps, sha)
+            if cand.id != cid or seed != expected:
+                continue
+            row = store.finished(self.out, cand)
             if row is None:
                 continue
+            seen.add(cid)
             o = Option(
-                row["id"], row["panel"], row["rank"], row["seed"], row["scale"], row["aesthetic"],
-                row["clip_t"], tuple(row["embedding"]),
-            )  # fmt: skip
+                cid, panel, rank, expected, scale, row["aesthetic"], row["clip_t"], tuple(row["embedding"])
+            )
             self.options.setdefault(o.scale, {}).setdefault(o.panel, []).append(o)
         for per_panel in self.options.values():
             for p in per_panel:
                 per_panel[p].sort(key=lambda o: (-o.aesthetic, o.rank))
+                del per_panel[p][MAX_OPTIONS:]
         self.scales = list(self.options)
-        self.chosen_scale = self.report["after"]["scale"]
-        self.chosen = {int(r["panel"]): r["chosen"]["id"] for r in self.report["panels"]}
-        self.original = {int(r["panel"]): r["original"]["id"] for r in self.report["panels"]}
-        from harness.config.story import load_story
-
-        self.template = load_story(self.out / store.SWEPT_STORY, follow_links=False)
+        after = self.report["after"]["scale"]
+        self.chosen_scale = None if after is None else float(after)
+        self.chosen = {_int(r["panel"]): str(r["chosen"]["id"]) for r in self.report["panels"]}
+        self.original = {_int(r["panel"]): str(r["original"]["id"]) for r in self.report["panels"]}
+        for p in self.swept:  # a pick the report names that is not a listed candidate: the story seed
+            if self.by_id(self.chosen_scale, self.chosen.get(p, "")) is None:
+                self.chosen[p] = self.original.get(p, "")
 
     def by_id(self, scale, cid: str) -> Option | None:
         return next((o for opts in self.options.get(scale, {}).values() for o in opts if o.id == cid), None)
@@ -88,7 +158,7 @@ class Picks:
     def summary(self, scale, picks: dict[int, str | None]) -> str:
         chosen = self.resolve(scale, picks)
         mean, clip_i = story_scores(chosen)
-        before = self.report["before"]["aesthetic_mean"]
+        before = self.before
         gate = "VALID" if mean >= self.threshold else "INVALID"
         ci = "n/a" if clip_i is None else f"{clip_i:.4f}"
         return (
@@ -144,12 +214,12 @@ def _short(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def build_app(out: Path):
+def build_app(out: Path, scoring: "ScoringConfig | None" = None):
     """The Gradio Blocks of the pick page (not launched; see `serve`)."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
 
-    picks = Picks(out)
+    picks = Picks(out, scoring)
     swept = picks.swept
 
     def gallery(scale, p):
@@ -186,7 +256,7 @@ def build_app(out: Path):
 
     by_name = {scale_text(s): s for s in picks.scales}  # a Radio's values are text (None has no LoRA)
     scale0 = picks.chosen_scale
-    story = picks.report["story"]
+    story = picks.story_name
     with gr.Blocks(title=f"sweep: {story}", analytics_enabled=False) as demo:
         gr.Markdown("# Sweep: pick the story's panels")  # fixed text only
         summary = gr.Textbox(
@@ -236,14 +306,21 @@ def build_app(out: Path):
     return demo
 
 
-def serve(out: Path, *, host: str = "127.0.0.1", port: int | None = None, block: bool = True):
+def serve(
+    out: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    block: bool = True,
+    scoring: "ScoringConfig | None" = None,
+):
     """Launch the pick page; returns (demo, local url). No share link and no allowed_paths."""
     import gradio as gr
     from starlette.middleware import Middleware
 
     from harness.leaderboard.http_guard import ReadOnlyGuard
 
-    demo = build_app(out)
+    demo = build_app(out, scoring)
     demo.queue(default_concurrency_limit=1)
     _, url, _ = demo.launch(
         server_name=host,

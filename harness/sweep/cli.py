@@ -51,7 +51,11 @@ def add_parsers(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, help="sweep folder (default runs/<team>-<name>-sweep)")
     p.add_argument("--backend", default="local", help="local (this process; ray is not yet available)")
-    p.add_argument("--scoring-config", type=Path, help="scoring YAML (models, pins, threshold)")
+    p.add_argument(
+        "--scoring-config",
+        type=Path,
+        help="scoring YAML (models, pins, threshold); with serve: the gate's threshold",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to render")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
@@ -123,5 +127,10 @@ def cmd_sweep(args) -> int:
 def cmd_serve(args) -> int:
     from harness.sweep.app import serve
 
-    serve(args.dir, host=args.host, port=args.port)
+    scoring = None
+    if args.scoring_config is not None:
+        from harness.config.scoring import load_scoring_config
+
+        scoring = load_scoring_config(args.scoring_config)
+    serve(args.dir, host=args.host, port=args.port, scoring=scoring)
     return 0

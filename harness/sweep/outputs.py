@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.errors import HarnessError
 from harness.sweep import store
 
 if TYPE_CHECKING:
@@ -140,10 +141,12 @@ def draw_sheet(out, grid, row_labels, seeds, title, winner, steps, path: Path) -
                 continue
             from harness.imaging import open_untrusted
 
-            with open_untrusted(
-                io.BytesIO(read_bytes(store.png_path(out, row["id"]), max_bytes=256 << 20)), 1 << 26
-            ) as im:
-                thumb = im.convert("RGB")
+            png = store.png_path(out, row["id"])
+            try:
+                with open_untrusted(io.BytesIO(read_bytes(png, max_bytes=256 << 20)), 1 << 26) as im:
+                    thumb = im.convert("RGB")
+            except HarnessError as e:
+                raise HarnessError(f"{png}: {e}") from None
             scale = CELL / max(thumb.size)
             resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
             thumb = thumb.resize(
@@ -195,10 +198,15 @@ def swept_story_text(result: "SweepResult", selection: "Selection | None" = None
 
 def write_swept_story(result: "SweepResult", selection: "Selection | None" = None) -> Path:
     """story.swept.yaml (and the LoRA it names, copied into DIR/lora/), checked by `load_story`."""
-    from harness.config.story import load_story
+    from harness.config.story import Story, load_story
+    from harness.render.records import parse
     from harness.safeio import write_atomic
 
     out = result.out
+    text = swept_story_text(result, selection)
+    import yaml
+
+    parse(Story, yaml.safe_load(text), f"{out / store.SWEPT_STORY}: not written")  # before any write
     lora = result.setup.lora_path
     if lora is not None:
         import os
@@ -208,8 +216,6 @@ def write_swept_story(result: "SweepResult", selection: "Selection | None" = Non
         if not os.path.lexists(folder):
             folder.mkdir()
         elif not stat.S_ISDIR(os.lstat(folder).st_mode):
-            from harness.errors import HarnessError
-
             raise HarnessError(f"{folder}: is not a real folder; not written through")
         target = folder / lora.name
         from harness.hashing import sha256_file
@@ -224,7 +230,7 @@ def write_swept_story(result: "SweepResult", selection: "Selection | None" = Non
                         write(chunk)
 
             write_atomic(target, copy)
-    path = write_atomic(out / store.SWEPT_STORY, swept_story_text(result, selection))
+    path = write_atomic(out / store.SWEPT_STORY, text)
     load_story(path, follow_links=False)  # a swept story that does not validate is a bug: loud
     return path
 

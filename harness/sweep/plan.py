@@ -119,6 +119,11 @@ def check_options(opts: SweepOptions, story_steps: int) -> None:
                 f"--preview-steps: must be 1..{story_steps - 1} (fewer than the story's "
                 f"{story_steps} steps), got {opts.preview_steps}"
             )
+        if opts.seeds < 2:
+            raise HarnessError(
+                f"--preview-steps: needs --seeds 2 or more (the preview keeps fewer than it tries), "
+                f"got --seeds {opts.seeds}"
+            )
         if not 1 <= opts.keep < opts.seeds:  # type: ignore[operator]
             raise HarnessError(f"--keep: must be 1..{opts.seeds - 1} (fewer than --seeds), got {opts.keep}")
     if opts.min_consistency is not None and not (
@@ -175,6 +180,11 @@ def make_plan(story, story_sha256: str, opts: SweepOptions) -> SweepPlan:
     from harness.render.run import parse_panels  # the render's own rule for --panels
 
     check_options(opts, story.sampling.steps)
+    if opts.panels is not None:
+        named = [part.strip() for part in opts.panels.split(",")]
+        twice = sorted({p for p in named if named.count(p) > 1})
+        if twice:
+            raise HarnessError(f"--panels: panel {twice[0]} is named more than once ({opts.panels})")
     panels = parse_panels(opts.panels, story.panel_count)
     scales = parse_scales(opts.scales, story.lora.scale if story.lora is not None else None)
     seeds = {i: [story.panels[i - 1].seed] for i in range(1, story.panel_count + 1)}

@@ -168,6 +168,7 @@ def _sweep_locked(setup: SweepSetup) -> SweepResult:
         swept = [p for p in plan.panels if p in best]
         bar.set_postfix_str(" ".join(f"p{p} {best[p]:.3f}" for p in swept[:8]))
 
+    scoring = store.scoring_identity(setup.config)
     try:
         for phase in (first, None):
             if phase is None:
@@ -175,7 +176,7 @@ def _sweep_locked(setup: SweepSetup) -> SweepResult:
             todo = []
             found = []
             for c in phase:
-                row = store.finished(out, c.id)
+                row = store.finished(out, c, scoring)
                 if row is None:
                     todo.append(c)
                 else:
@@ -359,9 +360,7 @@ def _render_and_score(
                     "story_sha256": c.story_sha256,
                     "model_sha256": setup.model.sha256,
                     "lora_sha256": setup.lora_sha256,
-                    "aesthetic_model": setup.config.aesthetic_model,
-                    "alignment_model": setup.config.alignment_model,
-                    "consistency_model": setup.config.consistency_model,
+                    **store.scoring_identity(setup.config),
                     "render_s": round(seconds, 3),
                     "embedding": s["embedding"],
                 }

@@ -11,7 +11,9 @@ until a whole pass changes nothing. The key compared is (constraints met, mean a
 (False, CLIP-I) while the consistency floor is not met, so an infeasible start climbs towards
 the floor first. A change must be a strict improvement, so the story's own seeds are kept on a
 tie and, from a start that meets the constraints, the result is never worse than the original
-by the objective. The aesthetic mean is separable, so without the consistency floor coordinate
+by the objective. When no combination found meets the consistency floor (a `--min-consistency`
+above anything reachable), the original story is kept with a note, so the result is never worse
+by the objective either way. The aesthetic mean is separable, so without the consistency floor coordinate
 ascent finds the best story exactly; with it, the result is a local optimum (every single-panel
 change is worse or breaks a constraint). Pure arithmetic on recorded scores: no torch, no files.
 """
@@ -135,11 +137,12 @@ def choose(
         key = _key([original[p] for p in panels], floor)
         best = (key, original_scale, dict(original), 0)
     key, scale, current, passes = best
-    if not key[0]:
+    if not key[0]:  # nothing found meets the floor: trading score for it would be worse, not better
         notes.append(
-            f"no combination found reaches story consistency {floor:.4f}; "
-            "the most consistent one found is chosen"
+            f"no combination found reaches story consistency {floor:.4f}; the original story is kept"
         )
+        key = _key([original[p] for p in panels], floor)
+        scale, current, passes = original_scale, dict(original), passes
     mean, clip_i = story_scores([current[p] for p in panels])
     return Selection(
         scale=scale,

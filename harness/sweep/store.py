@@ -5,13 +5,15 @@ model and LoRA by sha256), the ownership rule (`harness.ownership`: only an abse
 folder, or one this harness made for the same story and weights holding only what the sweep
 writes, is written into; a link is never followed), and the candidate records: a candidate is
 finished when its PNG and its score row (`candidates/<id>.png`, `candidates/<id>.json`, each
-written atomically, the row after the PNG and naming the PNG's sha256) are both on disk. A
+written atomically, the row after the PNG and naming the PNG's sha256) are both on disk and
+agree with the plan's candidate and the scoring models (`finished`). A
 finished candidate is never rendered again, so a sweep stopped by kill -9 continues where it
 stopped.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -107,28 +109,89 @@ def row_path(out: Path, cid: str) -> Path:
     return out / CANDIDATES / f"{cid}.json"
 
 
-def finished(out: Path, cid: str) -> dict[str, Any] | None:
-    """The candidate's score row when it and its PNG are complete on disk, else None."""
+AESTHETIC_RANGE = (-100.0, 100.0)  # far beyond any predictor's output; outside it a row is forged
+SCORING_KEYS = ("aesthetic_model", "alignment_model", "consistency_model", "scoring_pins")
+PLAN_KEYS = ("panel", "rank", "seed", "scale", "steps", "story_sha256")
+
+
+def scoring_identity(config: Any) -> dict[str, Any]:
+    """The scoring models a row was scored with (names and pins): a row scored by other models
+    is not finished for this sweep."""
+    return {
+        "aesthetic_model": config.aesthetic_model,
+        "alignment_model": config.alignment_model,
+        "consistency_model": config.consistency_model,
+        "scoring_pins": dict(sorted(config.pins.items())),
+    }
+
+
+def finished(
+    out: Path, cand: Any, scoring: dict[str, Any] | None = None, max_pixels: int = 1 << 26
+) -> dict[str, Any] | None:
+    """The candidate's score row when it and its PNG are complete on disk and agree with the
+    candidate (`harness.sweep.plan.Candidate`), else None (render it again).
+
+    Agree means: the row's panel, rank, seed, scale, steps and story hash are the candidate's;
+    its scores are finite and in range and its embedding is a unit vector; it was scored by the
+    `scoring` models (when given); the PNG has the sha256 the row names, decodes completely and
+    carries the candidate's seed, steps, panel and LoRA strength in its embedded parameters.
+    Scores forged beside the right PNG cannot be told from real ones without scoring again."""
     from harness.hashing import sha256_bytes
     from harness.safeio import read_bytes, read_json
 
+    cid = cand.id
     try:
         row = read_json(row_path(out, cid), max_bytes=MAX_ROW_BYTES)
         if not _well_formed(row) or row.get("id") != cid:
             return None
+        if any(row.get(k) != getattr(cand, k) for k in PLAN_KEYS):
+            return None
+        if row["scale"] is not None and type(row["scale"]) is not float:
+            return None
+        if scoring is not None and any(row.get(k) != scoring[k] for k in SCORING_KEYS):
+            return None
         png = read_bytes(png_path(out, cid), max_bytes=256 << 20)
     except HarnessError:
         return None
-    return row if sha256_bytes(png) == row.get("png_sha256") else None
+    if sha256_bytes(png) != row.get("png_sha256") or not _png_matches(png, cand, max_pixels):
+        return None
+    return row
+
+
+def _png_matches(png: bytes, cand: Any, max_pixels: int) -> bool:
+    """The PNG decodes completely and its embedded parameters are the candidate's."""
+    import io
+
+    from harness.imaging import open_untrusted
+    from harness.render.pngmeta import params_from_text, png_text
+
+    try:
+        with open_untrusted(io.BytesIO(png), max_pixels) as im:
+            im.load()
+            text = png_text(im)
+        params = params_from_text(text, "candidate")
+    except HarnessError:
+        return False
+    lora = params.get("lora")
+    scale = lora.get("scale") if isinstance(lora, dict) else None
+    return (
+        params.get("seed") == cand.seed
+        and params.get("steps") == cand.steps
+        and params.get("panel") == cand.panel
+        and (scale is None) == (cand.scale is None)
+        and (cand.scale is None or scale == cand.scale)
+    )
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _well_formed(row: Any) -> bool:
-    """A row the sweep wrote (a hand-edited or truncated one is rendered again, not trusted)."""
-    return (
+    """A row the sweep wrote (a hand-edited or truncated one is rendered again, not trusted):
+    the types, finite scores in range (aesthetic in AESTHETIC_RANGE, CLIP-T a cosine) and an
+    L2-normalised embedding."""
+    if not (
         isinstance(row, dict)
         and all(
             isinstance(row.get(k), int) and not isinstance(row.get(k), bool)
@@ -138,9 +201,18 @@ def _well_formed(row: Any) -> bool:
         and (row.get("clip_t") is None or _number(row.get("clip_t")))
         and (row.get("scale") is None or _number(row.get("scale")))
         and isinstance(row.get("embedding"), list)
+        and len(row["embedding"]) > 0
         and all(_number(x) for x in row["embedding"])
         and isinstance(row.get("png"), str)
-    )
+    ):
+        return False
+    lo, hi = AESTHETIC_RANGE
+    if not lo <= row["aesthetic"] <= hi:
+        return False
+    if row["clip_t"] is not None and not -1.0 <= row["clip_t"] <= 1.0:
+        return False
+    norm = math.sqrt(math.fsum(x * x for x in row["embedding"]))
+    return abs(norm - 1.0) <= 1e-3
 
 
 def write_row(out: Path, row: dict[str, Any]) -> None:
