@@ -124,3 +124,25 @@ def test_a_finished_row_agrees_with_its_candidate_and_scorers(base):
     assert store.finished(out, c, scoring) is not None
     other = store.scoring_identity(config.model_copy(update={"pins": {config.aesthetic_model: "0" * 64}}))
     assert store.finished(out, c, other) is None
+
+
+@pytest.mark.parametrize("seed", [-5, 2**80])
+def test_a_swept_story_that_would_not_validate_is_never_written(base, tmp_path, seed):
+    """The swept story is checked before it is written: an impossible seed leaves the file as
+    it was (one line naming it), never an invalid story.swept.yaml on disk."""
+    import dataclasses
+
+    from harness.errors import HarnessError
+    from harness.sweep.outputs import write_swept_story
+
+    _, out0, _, first = base
+    out = tmp_path / "copy"
+    shutil.copytree(out0, out)
+    before = (out / "story.swept.yaml").read_bytes()
+    sel = first.selection
+    bad = dataclasses.replace(sel, chosen={**sel.chosen, 1: dataclasses.replace(sel.chosen[1], seed=seed)})
+    result = dataclasses.replace(first, out=out)
+    with pytest.raises(HarnessError, match="story.swept.yaml: not written") as e:
+        write_swept_story(result, bad)
+    assert "\n" not in str(e.value)
+    assert (out / "story.swept.yaml").read_bytes() == before
