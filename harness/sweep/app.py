@@ -5,7 +5,10 @@ scores; a person can override the sweep's pick (and the LoRA strength, which is 
 whole story), sees the story's mean aesthetic score, its consistency and the gate update, and
 saves the story as `story.picked.yaml` in DIR (the sweep's own `story.swept.yaml` is left as
 the sweep chose). Reads only a folder `harness sweep` made (its marker, rows and PNGs through
-`harness.safeio`: no link followed); images reach the browser re-encoded from decoded pixels.
+`harness.safeio`: no link followed) and shows only candidates the sweep's plan names, each once,
+each finished (`store.finished`); the gate's threshold is the scoring config's, never the
+report's; a damaged report or table is one HarnessError line. Images reach the browser
+re-encoded from decoded pixels.
 Serves on 127.0.0.1 by default, with no share link and no allowed_paths, behind the
 leaderboard's HTTP guard (no upload route, no outside host).
 """
