@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -28,49 +27,12 @@ from tests.bundle_helpers import copy_bundle, rehash, run_cli
 from tests.score_fixtures import tiny_config
 from tests.test_hostile_bundle import SCORING_YAML, as_team
 
-pytest_plugins = ["tests.bundle_fixtures"]  # demo_bundle: rendered once per session
+pytest_plugins = ["tests.bundle_fixtures", "tests.ray_fixtures"]  # demo_bundle, ray_cluster: once per session
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install -e '.[cluster]')"
 )
 CLI_TIMEOUT = 240
 _VERIFIED = re.compile(rb'\n  "verified": "[^"]*",?')  # the one time field of a verdict file
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(harness_cache):
-    """One local Ray for the session: its temp folder a short one under /tmp (Ray's unix socket
-    paths must stay under 107 bytes), token auth with a random token kept in the environment
-    (nothing written to ~/.ray), stopped and removed at the end. Workers inherit HARNESS_CACHE."""
-    env = {
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import ray
-
-    temp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
-    ray.init(
-        "local",
-        num_cpus=2,
-        num_gpus=2,
-        include_dashboard=False,
-        _temp_dir=temp,
-        object_store_memory=100 << 20,
-        log_to_driver=False,
-        _system_config={"worker_niceness": 0},  # as the harness's private Ray: no starving on a busy CI box
-    )
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _scoring():

@@ -4,16 +4,19 @@ Owns: `connect(address)`, the one place `ray.init` and `ray.shutdown` are called
 and the private cluster's temp folder. A private cluster (no `--address`) is always a new one
 (`ray.init("local")`), never whatever Ray session a crashed run left behind, in a fresh folder
 under `$TMPDIR/harness-ray-<uid>/` held with an flock while it runs; folders of runs that died
-(their lock free) are removed by the next run. It uses token authentication with a random token
-kept in this process's environment (Ray's gRPC ports listen on every interface; nothing is
-written to ~/.ray), and its workers run at the judge's own priority (Ray starts workers at nice
-15, which on a busy machine halved their throughput). Imports ray inside functions only.
+(their lock free) are removed by the next run. Its servers listen on 127.0.0.1 only (Ray takes
+the loopback address as the node's when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is set before
+`import ray`; otherwise its gRPC ports listen on every interface), it uses token authentication
+with a random token kept in this process's environment (nothing is written to ~/.ray), and its
+workers run at the judge's own priority (Ray starts workers at nice 15, which on a busy machine
+halved their throughput). Imports ray inside functions only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import os
 import secrets
@@ -24,6 +27,8 @@ from typing import Iterator
 
 from harness.errors import HarnessError, first_line
 
+log = logging.getLogger(__name__)
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
 OBJECT_STORE_BYTES = 128 << 20  # the driver ships paths and verdicts, never images or weights
 _SOCKET_ROOM = 60  # Ray appends session_<date>_<pid>/sockets/plasma_store; unix sockets hold 107
 
@@ -85,9 +90,11 @@ def connect(address: str | None) -> Iterator[object]:
     cluster that cannot be reached is one line. Already connected (a test session, a notebook):
     that connection, left open."""
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    if address is None and "RAY_AUTH_MODE" not in os.environ and "RAY_AUTH_TOKEN" not in os.environ:
-        os.environ["RAY_AUTH_MODE"] = "token"  # before `import ray`: its config is read then
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    if address is None:  # before `import ray`: its constants and config are read then
+        os.environ.setdefault(LOOPBACK_ONLY, "0")
+        if "RAY_AUTH_MODE" not in os.environ and "RAY_AUTH_TOKEN" not in os.environ:
+            os.environ["RAY_AUTH_MODE"] = "token"
+            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     try:
         import ray
     except ImportError:
@@ -111,6 +118,14 @@ def connect(address: str | None) -> Iterator[object]:
             except Exception as e:  # noqa: BLE001 - Ray's start-up errors are long; one line
                 raise HarnessError(f"cannot start a local Ray ({first_line(e)})") from None
             try:
+                node_ip = ray.util.get_node_ip_address()
+                if not ipaddress.ip_address(node_ip).is_loopback:  # ray was imported before connect
+                    log.warning(
+                        "the private Ray listens on %s, not only on 127.0.0.1 (set %s=0 before "
+                        "anything imports ray)",
+                        node_ip,
+                        LOOPBACK_ONLY,
+                    )
                 yield ray
             finally:
                 ray.shutdown()
