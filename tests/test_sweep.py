@@ -118,16 +118,16 @@ def test_rendering_the_swept_story_gives_the_winners_pixels_bit_for_bit(demo_swe
 
 
 def test_a_finished_sweep_run_again_renders_nothing_and_reports_the_same(demo_sweep, capsys):
-    from harness.sweep import run
+    from harness.sweep import work
 
     story, out, _ = demo_sweep
     before = (out / "story.swept.yaml").read_bytes(), (out / "candidates.csv").read_bytes()
-    count = run.RENDER_COUNT[0]
+    count = work.RENDER_COUNT[0]
     code = main(
         ["sweep", str(story), "--seeds", "3", "--panels", "1,2", "--out", str(out), "--quiet", "--json"]
     )
     assert code == 1
-    assert run.RENDER_COUNT[0] == count
+    assert work.RENDER_COUNT[0] == count
     assert json.loads(capsys.readouterr().out)["rendered_now"] == 0
     assert ((out / "story.swept.yaml").read_bytes(), (out / "candidates.csv").read_bytes()) == before
 
@@ -135,7 +135,7 @@ def test_a_finished_sweep_run_again_renders_nothing_and_reports_the_same(demo_sw
 def test_a_sweep_killed_with_kill_9_continues_without_rendering_a_finished_candidate(
     tmp_path, tiny_model_dir
 ):
-    from harness.sweep import run
+    from harness.sweep import work
     from harness.sweep.outputs import read_table
 
     story = tmp_path / "story.yaml"
@@ -157,21 +157,21 @@ def test_a_sweep_killed_with_kill_9_continues_without_rendering_a_finished_candi
     finished = {p.stem: p.stat().st_mtime_ns for p in rows.glob("*.json")}
     pngs = {p.stem: p.stat().st_mtime_ns for p in rows.glob("*.png") if p.stem in finished}
     assert 4 <= len(finished) < 9
-    count = run.RENDER_COUNT[0]
+    count = work.RENDER_COUNT[0]
     assert main(args) == 1
-    assert run.RENDER_COUNT[0] - count == 9 - len(finished)  # only what was missing
+    assert work.RENDER_COUNT[0] - count == 9 - len(finished)  # only what was missing
     for stem, mtime in {**finished, **{f"{k}.png": v for k, v in pngs.items()}}.items():
         path = rows / (stem if stem.endswith(".png") else f"{stem}.json")
         assert path.stat().st_mtime_ns == mtime, f"{path.name} was written again"
     assert len(read_table(out)) == 9
-    count = run.RENDER_COUNT[0]
+    count = work.RENDER_COUNT[0]
     assert main([*args[:2], "--seeds", "4", *args[4:]]) == 1  # one more seed extends the sweep
-    assert run.RENDER_COUNT[0] - count == 2
+    assert work.RENDER_COUNT[0] - count == 2
     row = next(rows.glob("p01-*.json"))  # a row that is not what the sweep wrote is not trusted
     row.write_text(row.read_text().replace('"aesthetic": ', '"aesthetic": "9.9", "x": '))
-    count = run.RENDER_COUNT[0]
+    count = work.RENDER_COUNT[0]
     assert main([*args[:2], "--seeds", "4", *args[4:]]) == 1
-    assert run.RENDER_COUNT[0] - count == 1
+    assert work.RENDER_COUNT[0] - count == 1
 
 
 def test_lora_strengths_are_swept_for_the_whole_story_and_the_swept_story_carries_its_lora(

@@ -1,6 +1,6 @@
 """Bad input to `harness sweep` exits 2 with one line and writes nothing: an unknown panel, too
 few seeds, a LoRA strength outside -2..2, a folder holding another story's sweep (or anyone
-else's folder, or a link), the Ray backend that does not exist yet."""
+else's folder, or a link), Ray flags without the Ray backend."""
 
 from __future__ import annotations
 
@@ -44,7 +44,10 @@ CASES = [
     (["--seeds", "2", "--min-consistency", "1.5"], "--min-consistency: must be a cosine in -1..1"),
     (["--seeds", "2", "--panels", "1,1"], "--panels: panel 1 is named more than once"),
     (["--seeds", "1", "--preview-steps", "1", "--keep", "1"], "--preview-steps: needs --seeds 2 or more"),
-    (["--seeds", "2", "--backend", "ray"], "--backend ray: not yet available for sweeps"),
+    (["--seeds", "2", "--workers", "2"], "--workers: only with --backend ray"),
+    (["--seeds", "2", "--address", "auto"], "--address: only with --backend ray"),
+    (["--seeds", "2", "--gpus-per-worker", "0.5"], "--gpus-per-worker: only with --backend ray"),
+    (["--seeds", "2", "--backend", "ray", "--workers", "0"], "--workers: must be at least 1 (got 0)"),
     (["--seeds", "2", "--backend", "slurm"], "--backend: 'slurm' is not one of local, ray"),
 ]
 

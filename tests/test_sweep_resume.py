@@ -44,7 +44,7 @@ def _write(out, cid, row):
 def test_forged_rows_and_pngs_are_rendered_again_and_never_reach_the_swept_story(base, tmp_path):
     from harness.config.story import load_story
     from harness.hashing import sha256_file
-    from harness.sweep import run
+    from harness.sweep import work
     from harness.sweep.run import run_sweep
 
     story, out0, opts, first = base
@@ -72,10 +72,10 @@ def test_forged_rows_and_pngs_are_rendered_again_and_never_reach_the_swept_story
     png(h).write_bytes(data[: len(data) // 2])
     _write(out, h, {**rows[h], "png_sha256": sha256_file(png(h))})
 
-    before = run.RENDER_COUNT[0]
+    before = work.RENDER_COUNT[0]
     result = run_sweep(story, out, opts)
     redone = {a, b, c, d, e, f, g, h}
-    assert run.RENDER_COUNT[0] - before == len(redone)  # each forged candidate, nothing else
+    assert work.RENDER_COUNT[0] - before == len(redone)  # each forged candidate, nothing else
     assert sorted(result.rendered) == sorted(redone)
     again = _rows(out)
     for cid in redone:  # rendered again: the same pixels and scores as the first sweep's
@@ -91,7 +91,7 @@ def test_forged_rows_and_pngs_are_rendered_again_and_never_reach_the_swept_story
 
 def test_a_row_planted_for_a_candidate_not_yet_rendered_is_not_trusted(base, tmp_path):
     """A bigger sweep's new candidate with a copied PNG and a forged row is rendered."""
-    from harness.sweep import run
+    from harness.sweep import run, work
     from harness.sweep.plan import SweepOptions
     from harness.sweep.run import plan_sweep
 
@@ -106,9 +106,9 @@ def test_a_row_planted_for_a_candidate_not_yet_rendered_is_not_trusted(base, tmp
     row = {**_rows(out)[donor], "id": new.id, "rank": 4, "seed": new.seed, "aesthetic": 50.0}
     row["png"] = f"candidates/{new.id}.png"
     _write(out, new.id, row)
-    before = run.RENDER_COUNT[0]
+    before = work.RENDER_COUNT[0]
     result = run.execute_sweep(setup)
-    assert run.RENDER_COUNT[0] - before == 1 and result.rendered == [new.id]
+    assert work.RENDER_COUNT[0] - before == 1 and result.rendered == [new.id]
     assert result.rows[new.id]["aesthetic"] < 50.0
 
 

@@ -62,7 +62,7 @@ class JudgeWorker:
         self.label = label
         if os.path.isdir(cwd):  # relative bundle paths mean what they mean on the driver
             os.chdir(cwd)
-        _threads()
+        set_worker_threads()
 
     def info(self, root: str, token: str) -> dict[str, Any]:
         """Who and where this worker is, and whether it sees the driver's ROOT (the probe file)."""
@@ -96,7 +96,7 @@ class JudgeWorker:
         return v, time.monotonic() - start, os.getpid()
 
 
-def _threads() -> None:
+def set_worker_threads() -> None:
     """Render with as many torch threads as a plain `harness` process on this node would, but no
     more than the worker's CPU share. Ray sets OMP_NUM_THREADS to the share; below a plain
     process's count that keeps CPU workers from fighting over cores (2 workers x 2 threads on 2

@@ -39,11 +39,16 @@ def save_png(image, path: Path, params: PanelParams | Mapping[str, Any]) -> None
     """Write `image` to `path` atomically with `params` embedded (`harness.safeio.write_atomic`:
     a link planted at the name or at a temporary name is replaced or refused, never followed).
     The render passes a `PanelParams`; a mapping is written as given (tests forge panels)."""
+    from harness.safeio import write_atomic
+
+    write_atomic(path, png_bytes(image, params))
+
+
+def png_bytes(image, params: PanelParams | Mapping[str, Any]) -> bytes:
+    """The PNG file `save_png` writes, as bytes (a Ray worker returns these; the driver writes)."""
     import io
 
     from PIL.PngImagePlugin import PngInfo
-
-    from harness.safeio import write_atomic
 
     params = params.to_json() if isinstance(params, PanelParams) else dict(params)
     info = PngInfo()
@@ -51,7 +56,7 @@ def save_png(image, path: Path, params: PanelParams | Mapping[str, Any]) -> None
     info.add_itxt("parameters", _a1111_text(params))
     buf = io.BytesIO()
     image.save(buf, format="PNG", pnginfo=info)
-    write_atomic(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def params_from_text(text: str | None, label: str) -> dict[str, Any]:

@@ -50,7 +50,22 @@ def add_parsers(sub) -> argparse.ArgumentParser:
         help="a panel's CLIP-T may fall at most this much below its original's (default 0.02)",
     )
     p.add_argument("--out", type=Path, help="sweep folder (default runs/<team>-<name>-sweep)")
-    p.add_argument("--backend", default="local", help="local (this process; ray is not yet available)")
+    p.add_argument(
+        "--backend",
+        default="local",
+        help="local (this process) or ray (the judges' Ray workers; see docs/sweep.md)",
+    )
+    p.add_argument(
+        "--address",
+        help="--backend ray: `auto` (the cluster `ray start` runs here) or ray://host:port; "
+        "default: a private Ray on this machine",
+    )
+    p.add_argument("--workers", type=int, help="--backend ray: workers (default one per GPU, or one)")
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="--backend ray: GPUs each worker takes (default 1 where the cluster has GPUs)",
+    )
     p.add_argument(
         "--scoring-config",
         type=Path,
@@ -110,6 +125,9 @@ def cmd_sweep(args) -> int:
         alignment_margin=args.alignment_margin,
         device=args.device,
         backend=args.backend,
+        address=args.address,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
         progress=not args.quiet,
     )
     result = run_sweep(story, out, opts, scoring)

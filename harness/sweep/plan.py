@@ -101,6 +101,9 @@ class SweepOptions:
     alignment_margin: float = 0.02
     device: str = "auto"
     backend: str = "local"
+    address: str | None = None  # --backend ray: "auto", "ray://host:port"; None starts a private Ray
+    workers: int | None = None  # --backend ray: None is one per GPU (one on a CPU-only cluster)
+    gpus_per_worker: float | None = None
     progress: bool = True
     chunk: int = 4  # candidates rendered before they are scored and recorded
 

@@ -9,37 +9,63 @@ each chunk with the judges' scorers (one set per process), records each finished
 then chooses the story (`harness.sweep.select`) and hands a typed `SweepResult` to the writers
 (`harness.sweep.outputs`). Kolors and the scoring models take turns on the accelerator.
 
-Backends: `local` renders in this process. The seam for another (Ray workers of the judging
-backend) is `BACKENDS`: a backend gets the setup, the candidates still to render and an
-`on_done(rows)` callback, and returns the ids it rendered; it must leave each candidate finished
-in the folder (PNG, then its row) as `_render_and_score` does, and report its rows to `on_done`.
+Backends: `local` renders in this process; `ray` on the Ray workers of the judging backend
+(`harness.sweep.ray_backend`). Both run the same unit of work (`harness.sweep.work`: render and
+score a chunk, write nothing) and only this process records candidates (`work.record`: PNG,
+then its row). `BACKENDS` maps a name to a context manager taking the setup and yielding
+`render(todo, on_done) -> ids rendered`; it starts nothing before it has something to render.
 """
 
 from __future__ import annotations
 
-import time
+import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
 
 from harness import __version__
 from harness.errors import HarnessError
 from harness.sweep import store
-from harness.sweep.plan import Candidate, SweepOptions, SweepPlan, make_plan, scale_text
+from harness.sweep.plan import Candidate, SweepOptions, SweepPlan, make_plan
 from harness.sweep.result import SweepResult, SweepSetup
 
 if TYPE_CHECKING:
     from harness.config.scoring import ScoringConfig
 
-# Renders done by this process (all sweeps): tests and benchmarks read it to prove a resumed
-# sweep rendered only what was missing.
-RENDER_COUNT = [0]
+
+@contextlib.contextmanager
+def _local(setup: SweepSetup) -> Iterator[Callable[..., list[str]]]:
+    from harness.sweep.work import CandidateRenderer, SweepWork, chunks, record
+
+    renderer: CandidateRenderer | None = None
+
+    def render(todo: list[Candidate], on_done: Callable[[list[dict]], None]) -> list[str]:
+        nonlocal renderer
+        rendered: list[str] = []
+        for chunk in chunks(todo, setup.opts.chunk):
+            if renderer is None:
+                work = SweepWork.of(setup)
+                renderer = CandidateRenderer(work, model=setup.model, placement=setup.placement)
+            rows = record(setup.out, renderer.render(chunk))
+            rendered += [r["id"] for r in rows]
+            on_done(rows)
+        return rendered
+
+    yield render
 
 
-def _local(setup: SweepSetup, todo: list[Candidate], on_done: Callable[[list[dict]], None]) -> list[str]:
-    return _render_and_score(setup, todo, on_done)
+@contextlib.contextmanager
+def _ray(setup: SweepSetup) -> Iterator[Callable[..., list[str]]]:
+    from harness.sweep.ray_backend import ray_backend
+
+    with ray_backend(setup) as render:
+        yield render
 
 
-BACKENDS: dict[str, Callable[..., list[str]] | None] = {"local": _local, "ray": None}
+BACKENDS: dict[str, Callable[[SweepSetup], ContextManager[Callable[..., list[str]]]]] = {
+    "local": _local,
+    "ray": _ray,
+}
+RAY_FLAGS = ("address", "workers", "gpus_per_worker")
 
 
 def plan_sweep(
@@ -57,11 +83,11 @@ def plan_sweep(
     plan = make_plan(story, sha, opts)
     if opts.backend not in BACKENDS:
         raise HarnessError(f"--backend: {opts.backend!r} is not one of {', '.join(BACKENDS)}")
-    if BACKENDS[opts.backend] is None:
-        raise HarnessError(
-            f"--backend {opts.backend}: not yet available for sweeps (the judges' Ray backend has no "
-            "sweep task yet); use --backend local"
-        )
+    given = [f"--{f.replace('_', '-')}" for f in RAY_FLAGS if getattr(opts, f) is not None]
+    if given and opts.backend != "ray":
+        raise HarnessError(f"{given[0]}: only with --backend ray")
+    if opts.backend == "ray" and opts.workers is not None and opts.workers < 1:
+        raise HarnessError(f"--workers: must be at least 1 (got {opts.workers})")
     out = Path(out)
     config = scoring_for(story.base_model, scoring)
     for kind, name in (
@@ -94,9 +120,9 @@ def plan_sweep(
         "lora_sha256": lora_sha,
     }
     store.check_folder(out, identity)
-    return SweepSetup(
-        loaded, out, opts, plan, config, model, place(model, opts.device), lora_path, lora_sha, identity
-    )
+    # Ray workers place the model on the device they have; this process may have none of it
+    placement = place(model, opts.device) if opts.backend == "local" else None
+    return SweepSetup(loaded, out, opts, plan, config, model, placement, lora_path, lora_sha, identity)
 
 
 def _cheap_folder_check(out: Path, sha: str) -> None:
@@ -150,8 +176,6 @@ def _sweep_locked(setup: SweepSetup) -> SweepResult:
         store.prepare_folder(out, {**_marker(setup), **_kept_created(out)})
     rows: dict[str, dict[str, Any]] = {}
     rendered: list[str] = []
-    backend = BACKENDS[opts.backend]
-    assert backend is not None
 
     first = plan.originals() + plan.previews()
     full = plan.full() if plan.preview_steps is None else None
@@ -169,7 +193,9 @@ def _sweep_locked(setup: SweepSetup) -> SweepResult:
         bar.set_postfix_str(" ".join(f"p{p} {best[p]:.3f}" for p in swept[:8]))
 
     scoring = store.scoring_identity(setup.config)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        render = stack.enter_context(BACKENDS[opts.backend](setup))
         for phase in (first, None):
             if phase is None:
                 phase = full if full is not None else _after_preview(plan, rows)
@@ -183,9 +209,7 @@ def _sweep_locked(setup: SweepSetup) -> SweepResult:
                     found.append(row)
             if found:
                 on_done(found)
-            rendered += backend(setup, todo, on_done)
-    finally:
-        bar.close()
+            rendered += render(todo, on_done)
 
     from harness.sweep.outputs import write_outputs
     from harness.sweep.select import choose
@@ -273,98 +297,3 @@ def _preview_correlation(plan: SweepPlan, rows: dict[str, dict[str, Any]]) -> fl
     if df["preview"].nunique() < 2 or df["full"].nunique() < 2:
         return None
     return float(np.corrcoef(df["preview"], df["full"])[0, 1])
-
-
-def _render_and_score(
-    setup: SweepSetup, todo: list[Candidate], on_done: Callable[[list[dict]], None]
-) -> list[str]:
-    """Render `todo` in chunks (grouped by strength and steps), score each chunk, record each
-    candidate (PNG, then its row); returns the ids rendered."""
-    from harness.hashing import sha256_file
-    from harness.render.engine import PanelJob
-    from harness.render.path import PipelineRequest, prepare_pipeline, render_panels
-    from harness.render.pipelines import park_pipeline
-    from harness.render.pngmeta import save_png
-    from harness.render.records import LoraRecord, ModelRecord, PanelParams
-    from harness.sweep.scoring import CandidateScorer
-
-    if not todo:
-        return []
-    story, out, opts = setup.loaded.story, setup.out, setup.opts
-    scorer = CandidateScorer(setup.config)
-    model_rec = ModelRecord(ref=str(setup.model.ref), sha256=setup.model.sha256)
-    groups: dict[tuple, list[Candidate]] = {}
-    for c in todo:
-        groups.setdefault((scale_text(c.scale), c.steps), []).append(c)
-    rendered: list[str] = []
-    for chunk_group in groups.values():
-        c0 = chunk_group[0]
-        request = PipelineRequest(
-            setup.model,
-            setup.placement,
-            setup.lora_path,
-            setup.lora_sha256,
-            c0.scale if c0.scale is not None else 1.0,
-        )
-        sampling = story.sampling.model_copy(update={"steps": c0.steps})
-        lora = (
-            LoraRecord(file=setup.lora_path.name, sha256=setup.lora_sha256, scale=float(c0.scale))
-            if setup.lora_path is not None and c0.scale is not None
-            else None
-        )
-        for i in range(0, len(chunk_group), opts.chunk):
-            chunk = chunk_group[i : i + opts.chunk]
-            scorer.park()
-            pipe = prepare_pipeline(request, progress=False)
-            jobs = [
-                PanelJob(c.panel, story.panels[c.panel - 1].prompt, story.negative_for(c.panel - 1), c.seed)
-                for c in chunk
-            ]
-            t0 = time.perf_counter()
-            drawn = render_panels(pipe, request, jobs, sampling, batch_size=1, progress=False)
-            seconds = (time.perf_counter() - t0) / len(chunk)
-            for c, (job, image) in zip(chunk, drawn, strict=True):
-                params = PanelParams(
-                    harness_version=__version__,
-                    team=story.team,
-                    name=story.name,
-                    panel=c.panel,
-                    prompt=job.prompt,
-                    negative_prompt=job.negative_prompt,
-                    seed=c.seed,
-                    **sampling.model_dump(mode="json"),
-                    model=model_rec,
-                    lora=lora,
-                    device=setup.placement.device,
-                    dtype=setup.placement.dtype_name,
-                    batch_size=1,
-                )
-                save_png(image, store.png_path(out, c.id), params)
-                RENDER_COUNT[0] += 1
-                rendered.append(c.id)
-            park_pipeline()
-            scores = scorer.score([im for _, im in drawn], [j.prompt for j in jobs])
-            done = []
-            for c, s in zip(chunk, scores, strict=True):
-                row = {
-                    "id": c.id,
-                    "panel": c.panel,
-                    "rank": c.rank,
-                    "seed": c.seed,
-                    "scale": c.scale,
-                    "steps": c.steps,
-                    "aesthetic": s["aesthetic"],
-                    "clip_t": s["clip_t"],
-                    "png": f"{store.CANDIDATES}/{c.id}.png",
-                    "png_sha256": sha256_file(store.png_path(out, c.id)),
-                    "story_sha256": c.story_sha256,
-                    "model_sha256": setup.model.sha256,
-                    "lora_sha256": setup.lora_sha256,
-                    **store.scoring_identity(setup.config),
-                    "render_s": round(seconds, 3),
-                    "embedding": s["embedding"],
-                }
-                store.write_row(out, row)
-                done.append(row)
-            on_done(done)
-    return rendered

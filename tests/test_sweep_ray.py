@@ -1,0 +1,144 @@
+"""`harness sweep --backend ray` on the session's local Ray (tests/ray_fixtures.py): the same
+candidates, pixels, table and swept story as the local backend, rendered in the workers (this
+process renders nothing); a worker killed mid-chunk is restarted and the sweep completes; a
+resumed sweep renders only what is missing; a worker whose LoRA differs from the driver's stops
+the sweep at start with one line and nothing recorded."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.errors import HarnessError
+from tests.test_sweep import three_panels
+
+pytest_plugins = ["tests.ray_fixtures"]
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install -e '.[cluster]')"
+)
+# one worker with the whole machine: on a CPU the torch thread count changes pixels, and a
+# worker with every CPU renders with the local backend's threads (docs/sweep.md)
+WHOLE = ["--backend", "ray", "--workers", "1", "--gpus-per-worker", "0"]
+
+
+@pytest.fixture(scope="module")
+def lora_story(tmp_path_factory, tiny_model_dir) -> Path:
+    """A 2-panel story (64x64, 2 steps) with a real LoRA, so strengths are swept too."""
+    from tests.bundle_fixtures import make_lora
+
+    folder = tmp_path_factory.mktemp("ray-sweep")
+    lora = make_lora(folder / "lora-src", tiny_model_dir)
+    (folder / "s").mkdir()
+    os.replace(lora, folder / "s" / "style.safetensors")
+    data = three_panels(lora={"path": "style.safetensors", "scale": 1.0})
+    data["panel_count"], data["panels"] = 2, data["panels"][:2]
+    story = folder / "s" / "story.yaml"
+    story.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return story
+
+
+def _sweep(story: Path, out: Path, *extra: str) -> int:
+    args = ["sweep", str(story), "--seeds", "2", "--panels", "1,2", "--scales", "0.5"]
+    return main([*args, "--out", str(out), "--quiet", "--min-consistency", "-1", *extra])
+
+
+def _table(out: Path):
+    from harness.sweep.outputs import read_table
+
+    return read_table(out).drop(columns=["render_s"]).sort_values("id").reset_index(drop=True)
+
+
+def test_ray_sweeps_like_the_local_backend_and_renders_in_its_workers(lora_story, tmp_path, ray_cluster):
+    from harness.sweep import work
+
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert _sweep(lora_story, local) == 1  # the tiny aesthetic head scores ~0: the gate fails
+    before = work.RENDER_COUNT[0]
+    assert _sweep(lora_story, remote, *WHOLE) == 1
+    assert work.RENDER_COUNT[0] == before  # every candidate was drawn in a Ray worker
+    a, b = _table(local), _table(remote)
+    assert len(a) == 2 * (2 + 2 * 2)  # per strength: 2 panels x (own seed + 2 more)
+    assert a.equals(b), a.compare(b) if a.shape == b.shape else (a.shape, b.shape)
+    pngs = sorted(p.name for p in (local / "candidates").glob("*.png"))
+    assert pngs and pngs == sorted(p.name for p in (remote / "candidates").glob("*.png"))
+    for name in pngs:  # the same pixels and the same embedded parameters
+        assert (local / "candidates" / name).read_bytes() == (remote / "candidates" / name).read_bytes()
+    assert (local / "story.swept.yaml").read_bytes() == (remote / "story.swept.yaml").read_bytes()
+
+
+def _kill_first_render(killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the first Ray process seen drawing a sweep chunk (Ray names it after the call)."""
+    while not stop.is_set():
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"ray::SweepWorker.render"):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+                return
+        time.sleep(0.02)
+
+
+def test_a_worker_killed_mid_chunk_is_restarted_and_the_sweep_completes(lora_story, tmp_path, ray_cluster):
+    from harness.sweep.outputs import read_table
+
+    out = tmp_path / "out"
+    killed: list[int] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_kill_first_render, args=(killed, stop), daemon=True)
+    watcher.start()
+    try:
+        assert _sweep(lora_story, out, *WHOLE) == 1
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert len(killed) == 1
+    table = read_table(out)
+    assert len(table) == 12 and table["chosen"].sum() == 2
+    assert (out / "story.swept.yaml").is_file()
+
+
+def test_a_resumed_ray_sweep_renders_only_what_is_missing(lora_story, tmp_path, ray_cluster, capsys):
+    import json
+
+    out = tmp_path / "out"
+    assert _sweep(lora_story, out, "--backend", "ray", "--workers", "2", "--gpus-per-worker", "1") == 1
+    rows = sorted((out / "candidates").glob("*.json"))
+    for row in rows[:3]:  # three candidates lost (a kill between PNG and row leaves this)
+        row.unlink()
+    capsys.readouterr()
+    assert _sweep(lora_story, out, "--backend", "ray", "--workers", "2", "--json") == 1
+    assert json.loads(capsys.readouterr().out)["rendered_now"] == 3
+    assert _sweep(lora_story, out, "--backend", "ray", "--json") == 1  # finished: nothing to hand out
+    assert json.loads(capsys.readouterr().out)["rendered_now"] == 0
+
+
+def test_a_worker_whose_lora_differs_stops_the_sweep_at_start_with_one_line(
+    lora_story, tmp_path, ray_cluster
+):
+    """The driver names the LoRA by content; a node holding another file at that path refuses."""
+    from harness.sweep.plan import SweepOptions
+    from harness.sweep.run import execute_sweep, plan_sweep
+
+    out = tmp_path / "out"
+    opts = SweepOptions(seeds=1, panels="1", backend="ray", workers=1, gpus_per_worker=0, progress=False)
+    setup = plan_sweep(lora_story, out, opts)
+    other = dataclasses.replace(setup, lora_sha256="0" * 64)  # what the driver read elsewhere
+    with pytest.raises(HarnessError) as e:
+        execute_sweep(other)
+    line = str(e.value)
+    assert "\n" not in line and "cannot render this sweep" in line and "a different file" in line, line
+    assert not (out / "candidates").exists() or not any((out / "candidates").iterdir())
