@@ -190,9 +190,7 @@ def write_atomic(
             existing = None
         if existing is not None and not (stat.S_ISREG(existing) or stat.S_ISLNK(existing)):
             raise HarnessError(f"{path}: exists and is {_kind(existing)}; not replaced")
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, mode, dir_fd=dfd
-        )
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, mode, dir_fd=dfd)
         try:
 
             def write(buffer: Any) -> None:
