@@ -113,8 +113,6 @@ _NAMES = (
     "configuration.json",
     "story.yaml",
 )
-# The training stage's own record keeps its name while harness.train moves to harness.layout.
-_NOT_YET = {"harness/train/outdir.py"}
 
 
 def test_run_folder_and_bundle_names_are_defined_in_harness_layout_only():
@@ -126,7 +124,7 @@ def test_run_folder_and_bundle_names_are_defined_in_harness_layout_only():
         for path in (ROOT / "harness").rglob("*.py")
     }
     elsewhere = {p: names for p, names in found.items() if names and p != "harness/layout.py"}
-    assert set(elsewhere) <= _NOT_YET, elsewhere
+    assert not elsewhere, elsewhere
     assert len(found["harness/layout.py"]) >= 8
 
 

@@ -60,6 +60,18 @@ for _tag, _regex, _first in (
     _Loader.add_implicit_resolver(_tag, re.compile(f"^(?:{_regex.pattern})$"), _first)
 
 
+def plain_scalar_tag(value: str) -> str | None:
+    """The tag this reader's YAML 1.2 core rules give an untagged plain scalar `value` (null,
+    bool, int, float, or the ambiguous-number tag it refuses); None when it stays a string.
+    For readers that must decide as this one does without building a document (the
+    leaderboard's title reader)."""
+    table = _Loader.yaml_implicit_resolvers
+    for tag, regexp in table.get(value[:1] if value else "", []) + table.get(None, []):
+        if regexp.match(value):
+            return tag
+    return None
+
+
 def _bool(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:
     return node.value.lower() == "true"
 

@@ -300,24 +300,16 @@ def launch_blocks(demo, *, host: str | None = None, port: int | None = None, blo
     passes `http_guard.ReadOnlyGuard`. Before returning (or blocking) it asks the app for its
     first page once (`_warm_up`), so no viewer pays Gradio's one-time start of event processing.
     """
-    from starlette.middleware import Middleware
-
-    from harness.leaderboard.http_guard import ReadOnlyGuard
+    from harness.http_guard import launch_options
 
     demo.queue(default_concurrency_limit=4)
     _, url, _ = demo.launch(
+        **launch_options(),
         server_name=host,
         server_port=port,
-        share=False,
         prevent_thread_lock=True,  # warmed up first, then blocks below when asked to
-        show_error=False,  # an error's text could carry a team's words; the viewer sees "Error"
         quiet=not block,
         theme=local_theme(),
-        ssr_mode=False,
-        mcp_server=False,
-        pwa=False,
-        enable_monitoring=False,
-        app_kwargs={"middleware": [Middleware(ReadOnlyGuard)]},
     )
     _warm_up(url)
     if block:

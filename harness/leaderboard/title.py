@@ -30,12 +30,7 @@ _PLAIN = object()  # "the bounded reader must decide"
 
 def _plain_tag(value: str) -> str:
     """The tag the bounded reader's YAML 1.2 core resolvers give an untagged plain scalar."""
-    # the resolver table of the bounded reader's loader: the same rules, not a copy of them
-    table = yamlio._Loader.yaml_implicit_resolvers
-    for tag, regexp in table.get(value[:1] if value else "", []) + table.get(None, []):
-        if regexp.match(value):
-            return tag
-    return _STR
+    return yamlio.plain_scalar_tag(value) or _STR  # the bounded reader's rules, not a copy
 
 
 def _fast_title(text: str) -> Any:

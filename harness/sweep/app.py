@@ -319,27 +319,20 @@ def serve(
 ):
     """Launch the pick page; returns (demo, local url). No share link and no allowed_paths."""
     import gradio as gr
-    from starlette.middleware import Middleware
 
-    from harness.leaderboard.http_guard import ReadOnlyGuard
+    from harness.http_guard import launch_options
 
     demo = build_app(out, scoring)
     demo.queue(default_concurrency_limit=1)
     _, url, _ = demo.launch(
+        **launch_options(),
         server_name=host,
         server_port=port,
-        share=False,
         prevent_thread_lock=not block,
-        show_error=False,
         quiet=not block,
         theme=gr.themes.Base(
             font=["system-ui", "Noto Sans CJK SC", "WenQuanYi Micro Hei", "sans-serif"],
             font_mono=["ui-monospace", "DejaVu Sans Mono", "monospace"],
         ),
-        ssr_mode=False,
-        mcp_server=False,
-        pwa=False,
-        enable_monitoring=False,
-        app_kwargs={"middleware": [Middleware(ReadOnlyGuard)]},
     )
     return demo, url

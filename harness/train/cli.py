@@ -62,6 +62,7 @@ def add_parsers(sub) -> None:
 def cmd_train(args) -> int:
     from harness.config.training import load_training_config
     from harness.train.api import train
+    from harness.train.outdir import MANIFEST
 
     loaded = load_training_config(args.config, follow_links=True)
     r = train(
@@ -75,7 +76,7 @@ def cmd_train(args) -> int:
         print(f"trained {m['steps']} steps{resumed}, final loss {m['final_loss']:.4f}, into {r.out}")
     for fmt, f in m["files"].items():
         print(f"  {fmt:10s} {r.out / f['file'] if 'file' in f else f['skipped']}")
-    print(f"  manifest   {r.out / 'training.json'}")
+    print(f"  manifest   {r.out / MANIFEST}")
     return 0
 
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from harness.config.training import TrainingConfig
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes
+from harness.layout import TRAINING_JSON
 from harness.ownership import Purpose, inspect
 from harness.safeio import read_json, write_json
 
-MANIFEST = "training.json"
+MANIFEST = TRAINING_JSON
 TRAIN_VERSION = 1
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 # Fields that change what is watched or kept, not the weights: not part of the key.

@@ -1,8 +1,9 @@
-"""What the leaderboard's HTTP server lets through: a read-only board, nothing fetched from outside.
+"""What the harness's Gradio servers let through: a read-only page, nothing fetched from outside.
 
-Owns: `ReadOnlyGuard`, a plain ASGI middleware in front of the Gradio app (`app.launch_blocks`
-installs it), and the Content-Security-Policy the pages are served with. Must not know what the
-board shows.
+Owns: `ReadOnlyGuard`, a plain ASGI middleware in front of a Gradio app (the leaderboard's
+`app.launch_blocks` and the sweep's pick page install it), `launch_options` (the launch settings
+both use), and the Content-Security-Policy the pages are served with. A foundation: must not
+know what a page shows, and imports no harness layer.
 
 - Anything but GET, HEAD and OPTIONS is refused (403, before the body is read) except the few
   routes the board's own events and its public API use (`queue/join`, `call/<api>`,
@@ -177,3 +178,20 @@ class _Rewriter:
             await self.send({**start, "headers": headers})
             return await self.send({"type": "http.response.body", "body": body})
         return await self.send(message)
+
+
+def launch_options() -> dict:
+    """`gr.Blocks.launch` settings every harness page uses: no share link, no SSR, MCP, PWA or
+    monitoring routes, errors shown as "Error" only (their text could carry a team's words),
+    and `ReadOnlyGuard` in front of every request."""
+    from starlette.middleware import Middleware
+
+    return {
+        "share": False,
+        "show_error": False,
+        "ssr_mode": False,
+        "mcp_server": False,
+        "pwa": False,
+        "enable_monitoring": False,
+        "app_kwargs": {"middleware": [Middleware(ReadOnlyGuard)]},
+    }
