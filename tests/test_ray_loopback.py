@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -55,3 +56,46 @@ def test_the_judges_private_ray_listens_on_loopback_only(tmp_path):
     found = [tuple(x) for x in json.loads(proc.stdout.strip().splitlines()[-1])]
     assert len({a for _, a in found}) >= 3, found
     assert not_loopback(found) == []
+
+
+JOIN = """
+import sys
+from harness.bundle import cluster
+from harness.cli import main
+cluster.CONNECT_TIMEOUT_S = float(sys.argv[1])
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _join(tmp_path, address: str, timeout_s: float) -> subprocess.CompletedProcess:
+    """`harness verify --all EMPTY-ISH ROOT --backend ray --address ADDRESS` in a fresh process."""
+    root = tmp_path / "subs"
+    (root / "t000").mkdir(parents=True, exist_ok=True)
+    (root / "t000" / "manifest.json").write_text("{}", encoding="utf-8")  # a broken bundle
+    args = [sys.executable, "-c", JOIN, str(timeout_s), "verify", "--all", str(root), "--quiet"]
+    args += ["--backend", "ray", "--address", address, "--workers", "1", "--gpus-per-worker", "0"]
+    return subprocess.run(args, cwd=os.getcwd(), capture_output=True, text=True, timeout=180)
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_in_bounded_time(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    proc = _join(tmp_path, f"127.0.0.1:{port}", 5)
+    assert time.monotonic() - start < 60  # Ray alone retries such an address for minutes
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("harness")]
+    assert len(lines) == 1 and "no Ray cluster answered within 5 s" in lines[0], proc.stderr[-2000:]
+
+
+def test_the_cli_joins_a_running_cluster_by_its_address(tmp_path, ray_cluster):
+    """The session's Ray, joined from another process with its address and token."""
+    address = ray_cluster.get_runtime_context().gcs_address
+    assert address.startswith("127.0.0.1:")
+    proc = _join(tmp_path, address, 60)
+    # t000's manifest is empty: judged and failed (exit 1) by a worker on the joined cluster
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert (tmp_path / "subs" / "t000" / "verdict.json").is_file()

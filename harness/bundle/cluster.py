@@ -22,6 +22,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +30,7 @@ from harness.errors import HarnessError, first_line
 
 log = logging.getLogger(__name__)
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
+CONNECT_TIMEOUT_S = 60.0  # joining a running cluster takes well under a second
 OBJECT_STORE_BYTES = 128 << 20  # the driver ships paths and verdicts, never images or weights
 _SOCKET_ROOM = 60  # Ray appends session_<date>_<pid>/sockets/plasma_store; unix sockets hold 107
 
@@ -130,12 +132,42 @@ def connect(address: str | None) -> Iterator[object]:
             finally:
                 ray.shutdown()
         return
-    try:
-        ray.init(address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
-    except Exception as e:  # noqa: BLE001
-        why = first_line(e)
-        raise HarnessError(f"--address {address}: cannot connect to a Ray cluster ({why})") from None
+    _join(ray, address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _join(ray, address: str, **options) -> None:
+    """`ray.init(address)` within CONNECT_TIMEOUT_S, else one line. Ray retries an address where
+    no cluster answers for as long as it is left to (minutes and more), so it runs in a daemon
+    thread the driver stops waiting for; a process that gives up exits without it."""
+    box: dict[str, BaseException] = {}
+
+    def init() -> None:
+        try:
+            ray.init(address, **options)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = e
+
+    hint = (
+        f"check the address, that RAY_AUTH_TOKEN is the cluster's (~/.ray/auth_token on its head), "
+        f"and for a cluster started with {LOOPBACK_ONLY}=0 set it here too"
+    )
+    worker_log = logging.getLogger("ray._private.worker")  # "SIGTERM handler is not set" from a thread
+    level = worker_log.level
+    worker_log.setLevel(logging.ERROR)
+    try:
+        thread = threading.Thread(target=init, name="ray-connect", daemon=True)
+        thread.start()
+        thread.join(CONNECT_TIMEOUT_S)
+    finally:
+        worker_log.setLevel(level)
+    if thread.is_alive():
+        raise HarnessError(
+            f"--address {address}: no Ray cluster answered within {CONNECT_TIMEOUT_S:g} s ({hint})"
+        )
+    if "error" in box:
+        why = first_line(box["error"])
+        raise HarnessError(f"--address {address}: cannot connect to a Ray cluster ({why}; {hint})")
