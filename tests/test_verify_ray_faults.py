@@ -11,7 +11,7 @@
   time limit, the worker restarted by Ray, the other bundles judged normally, in bounded time.
 
 Skipped without ray; the cluster faults also without `unshare` (util-linux) or the right to
-make mount and UTS namespaces."""
+make mount and UTS namespaces (as root, or in a user namespace)."""
 
 from __future__ import annotations
 
@@ -60,17 +60,23 @@ signal.sigwait({signal.SIGTERM, signal.SIGINT})
 """
 
 
-def _can_unshare() -> bool:
+def _unshare() -> list[str] | None:
+    """The `unshare` command that makes mount and UTS namespaces here: as root, or in a user
+    namespace of its own (`-r`) for anyone else; None where neither is allowed."""
     if shutil.which("unshare") is None:
-        return False
-    try:
-        return subprocess.run(["unshare", "-mu", "true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+        return None
+    for flags in ("-mu", "-rmu"):
+        try:
+            if subprocess.run(["unshare", flags, "true"], capture_output=True, timeout=10).returncode == 0:
+                return ["unshare", flags]
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return None
 
 
+UNSHARE = _unshare()
 needs_unshare = pytest.mark.skipif(
-    not _can_unshare(), reason="needs `unshare -mu` (util-linux, and the right to make namespaces)"
+    UNSHARE is None, reason="needs `unshare -mu` or `unshare -rmu` (util-linux, namespaces allowed)"
 )
 
 
@@ -134,7 +140,7 @@ class SideCluster:
             env["PYTHONPATH"] = str(pythonpath)
         script = 'hostname "$1" && { [ -z "$2" ] || mount -t tmpfs none "$2"; } && exec "$3" -c "$4" "$5"'
         node = subprocess.Popen(
-            ["unshare", "-mu", "sh", "-c", script, "sh", hostname, str(hide or ""), sys.executable]
+            [*UNSHARE, "sh", "-c", script, "sh", hostname, str(hide or ""), sys.executable]
             + [_NODE, self.address],
             env=env,
             stdin=subprocess.DEVNULL,
