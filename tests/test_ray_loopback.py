@@ -99,3 +99,49 @@ def test_the_cli_joins_a_running_cluster_by_its_address(tmp_path, ray_cluster):
     # t000's manifest is empty: judged and failed (exit 1) by a worker on the joined cluster
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert (tmp_path / "subs" / "t000" / "verdict.json").is_file()
+
+
+REFUSE = """
+import ray
+from harness.bundle.cluster import connect
+from harness.errors import HarnessError
+if ray.util.get_node_ip_address().startswith("127."):
+    print("loopback anyway")  # a machine with no other address: nothing to refuse
+else:
+    try:
+        with connect(None):
+            print("started")
+    except HarnessError as e:
+        print(f"refused: {e}")
+"""
+
+
+def test_a_private_ray_that_would_listen_beyond_loopback_is_refused_before_it_starts(tmp_path):
+    """ray imported with clusters enabled (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1) before connect."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(TMPDIR=str(tmp_path), PYTHONPATH=os.getcwd(), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", REFUSE], cwd=os.getcwd(), env=env, capture_output=True, text=True, timeout=120
+    )
+    out = proc.stdout.strip()
+    if out == "loopback anyway":
+        pytest.skip("this machine has no address but loopback")
+    assert out.startswith("refused: a private Ray here would listen on "), (out, proc.stderr[-2000:])
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in out
+    assert not (tmp_path / f"harness-ray-{os.getuid()}").exists() or not any(
+        (tmp_path / f"harness-ray-{os.getuid()}").iterdir()
+    )  # nothing was started
+
+
+def test_a_ray_client_address_where_nothing_answers_is_one_line(tmp_path):
+    """`--address ray://host:port` needs ray[client] (in the cluster extra) and is bounded too."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _join(tmp_path, f"ray://127.0.0.1:{port}", 10)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("harness")]
+    assert len(lines) == 1 and f"--address ray://127.0.0.1:{port}" in lines[0], proc.stderr[-2000:]
+    assert "requires pip package" not in lines[0]  # Ray Client is installed

@@ -1,8 +1,9 @@
 """`harness sweep --backend ray` on the session's local Ray (tests/ray_fixtures.py): the same
 candidates, pixels, table and swept story as the local backend, rendered in the workers (this
-process renders nothing); a worker killed mid-chunk is restarted and the sweep completes; a
-resumed sweep renders only what is missing; a worker whose LoRA differs from the driver's stops
-the sweep at start with one line and nothing recorded."""
+process renders nothing); workers killed on three chunks are restarted and the sweep completes
+(the retry budget is per chunk); a chunk whose worker always dies stops the sweep with one line
+and a rerun finishes it; a resumed sweep renders only what is missing; a worker whose LoRA
+differs from the driver's stops the sweep at start with one line and nothing recorded."""
 
 from __future__ import annotations
 
@@ -75,40 +76,72 @@ def test_ray_sweeps_like_the_local_backend_and_renders_in_its_workers(lora_story
     assert (local / "story.swept.yaml").read_bytes() == (remote / "story.swept.yaml").read_bytes()
 
 
-def _kill_first_render(killed: list[int], stop: threading.Event) -> None:
-    """SIGKILL the first Ray process seen drawing a sweep chunk (Ray names it after the call)."""
-    while not stop.is_set():
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+def _render_pids() -> list[int]:
+    """Ray processes drawing a sweep chunk right now (Ray names a worker after its call)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
             try:
-                cmd = (entry / "cmdline").read_bytes()
+                if (entry / "cmdline").read_bytes().startswith(b"ray::SweepWorker.render"):
+                    pids.append(int(entry.name))
             except OSError:
-                continue
-            if cmd.startswith(b"ray::SweepWorker.render"):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed.append(int(entry.name))
-                return
+                pass
+    return pids
+
+
+def _killer(out: Path, killed: list[int], stop: threading.Event, *, each_chunk_once: bool, most: int) -> None:
+    """SIGKILL workers mid-chunk, at most `most` times: with `each_chunk_once`, only after a
+    candidate was recorded since the last kill (so the retried chunk is let through and the
+    next kill hits another chunk); otherwise whatever is drawing."""
+    recorded_at_kill = -1
+    while not stop.is_set() and len(killed) < most:
+        recorded = len(list((out / "candidates").glob("*.json"))) if (out / "candidates").is_dir() else 0
+        if not each_chunk_once or recorded > recorded_at_kill:
+            for pid in _render_pids():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                recorded_at_kill = recorded
+                break
         time.sleep(0.02)
 
 
-def test_a_worker_killed_mid_chunk_is_restarted_and_the_sweep_completes(lora_story, tmp_path, ray_cluster):
-    from harness.sweep.outputs import read_table
-
-    out = tmp_path / "out"
+def _sweep_while_killing(lora_story: Path, out: Path, **how) -> tuple[int, list[int]]:
     killed: list[int] = []
     stop = threading.Event()
-    watcher = threading.Thread(target=_kill_first_render, args=(killed, stop), daemon=True)
+    watcher = threading.Thread(target=_killer, args=(out, killed, stop), kwargs=how, daemon=True)
     watcher.start()
     try:
-        assert _sweep(lora_story, out, *WHOLE) == 1
+        code = _sweep(lora_story, out, *WHOLE)
     finally:
         stop.set()
         watcher.join(5)
-    assert len(killed) == 1
+    return code, killed
+
+
+def test_workers_killed_on_three_chunks_are_restarted_and_the_sweep_completes(
+    lora_story, tmp_path, ray_cluster
+):
+    """The retry budget is per chunk: three deaths on three chunks are three retries, not the end."""
+    from harness.sweep.outputs import read_table
+
+    out = tmp_path / "out"
+    code, killed = _sweep_while_killing(lora_story, out, each_chunk_once=True, most=3)
+    assert code == 1 and len(killed) == 3
     table = read_table(out)
     assert len(table) == 12 and table["chosen"].sum() == 2
     assert (out / "story.swept.yaml").is_file()
+
+
+def test_a_chunk_whose_worker_always_dies_stops_the_sweep_in_one_line_and_a_rerun_finishes(
+    lora_story, tmp_path, ray_cluster, capsys
+):
+    out = tmp_path / "out"
+    code, killed = _sweep_while_killing(lora_story, out, each_chunk_once=False, most=3)
+    assert code == 2 and len(killed) == 3
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "died 3 times rendering candidates" in err, err
+    assert "run the sweep again to continue" in err
+    assert _sweep(lora_story, out, *WHOLE) == 1  # a rerun finishes it
 
 
 def test_a_resumed_ray_sweep_renders_only_what_is_missing(lora_story, tmp_path, ray_cluster, capsys):

@@ -152,9 +152,12 @@ def test_a_worker_killed_mid_bundle_is_restarted_and_the_bundle_retried_a_bounde
     dispatched: list[tuple[str, int]] = []
 
     def on_dispatch(bundle: Path, worker: dict) -> None:
+        warm = any(pid == worker["pid"] for _, pid in dispatched)  # judged a bundle already
         dispatched.append((bundle.name, worker["pid"]))
         if bundle.name == "b" or [n for n, _ in dispatched].count("a") == 1:
-            _kill_later(worker["pid"], 0.5, killed)  # mid-bundle: importing, loading models
+            # mid-bundle: a cold worker is importing and loading models for seconds; a warm one
+            # judges a tiny bundle in about 0.5 s, so it is killed sooner
+            _kill_later(worker["pid"], 0.1 if warm else 0.5, killed)
 
     rows = verify_all_ray(
         root, scoring=_scoring(), workers=1, gpus_per_worker=0, max_attempts=2, on_dispatch=on_dispatch
@@ -285,3 +288,22 @@ def test_the_local_loop_writes_the_results_table_and_bundle_text_cannot_become_a
     # the flags of the Ray backend are refused without it, in one line
     assert run_cli(["verify", "--all", str(root), "--workers", "2"]) == 2
     assert capsys.readouterr().err.strip() == "harness: error: --workers: only with --backend ray"
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--gpus-per-worker", "inf"], "--gpus-per-worker: a fraction up to 1 or a whole number (got inf)"),
+        (["--gpus-per-worker", "nan"], "--gpus-per-worker: a fraction up to 1 or a whole number (got nan)"),
+        (["--gpus-per-worker", "-1"], "--gpus-per-worker: a fraction up to 1 or a whole number (got -1)"),
+        (["--gpus-per-worker", "1.5"], "--gpus-per-worker: a fraction up to 1 or a whole number (got 1.5)"),
+        (["--workers", "0"], "--workers: must be at least 1 (got 0)"),
+    ],
+)
+def test_bad_ray_flags_are_one_line_before_anything_starts(tmp_path, capsys, flags, message):
+    root = tmp_path / "subs"
+    (root / "t").mkdir(parents=True)
+    (root / "t" / "manifest.json").write_text("{}", encoding="utf-8")
+    assert run_cli(["verify", "--all", str(root), "--backend", "ray", "--quiet", *flags]) == 2
+    assert capsys.readouterr().err.strip() == f"harness: error: {message}"
+    assert sorted(p.name for p in (root / "t").iterdir()) == ["manifest.json"]  # nothing written

@@ -162,6 +162,9 @@ def cmd_verify(args) -> int:
         common["progress"] = not args.quiet
         if args.backend == "ray":
             from harness.bundle.ray_backend import verify_all_ray
+            from harness.bundle.ray_workers import check_request
+
+            check_request(args.workers, args.gpus_per_worker)
 
             rows = verify_all_ray(
                 args.bundle,

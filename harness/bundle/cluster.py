@@ -28,10 +28,9 @@ from typing import Iterator
 
 from harness.errors import HarnessError, first_line
 
-log = logging.getLogger(__name__)
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
 CONNECT_TIMEOUT_S = 60.0  # joining a running cluster takes well under a second
-OBJECT_STORE_BYTES = 128 << 20  # the driver ships paths and verdicts, never images or weights
+OBJECT_STORE_BYTES = 128 << 20  # paths, verdicts and a sweep chunk's PNGs (MBs), never weights
 _SOCKET_ROOM = 60  # Ray appends session_<date>_<pid>/sockets/plasma_store; unix sockets hold 107
 
 
@@ -87,10 +86,11 @@ def _private_temp() -> Iterator[Path]:
 def connect(address: str | None) -> Iterator[object]:
     """The `ray` module, connected for the duration of the block.
 
-    None: a private Ray on this machine with its CPUs and GPUs, stopped at the end (its processes
-    also die with this one on kill -9). "auto" or "ray://host:port": the existing cluster; a
-    cluster that cannot be reached is one line. Already connected (a test session, a notebook):
-    that connection, left open."""
+    None: a private Ray on this machine with its CPUs and GPUs, on 127.0.0.1 only, stopped at the
+    end (on kill -9 its GCS and raylet die with this process, Ray's agents within minutes, and
+    the next run removes the folder). "auto" or "ray://host:port": the existing cluster; a
+    cluster that does not answer within CONNECT_TIMEOUT_S is one line. Already connected (a test
+    session, a notebook): that connection, left open."""
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     if address is None:  # before `import ray`: its constants and config are read then
         os.environ.setdefault(LOOPBACK_ONLY, "0")
@@ -108,6 +108,12 @@ def connect(address: str | None) -> Iterator[object]:
         return
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
     if address is None:
+        node_ip = ray.util.get_node_ip_address()  # the address Ray would give this node
+        if not ipaddress.ip_address(node_ip).is_loopback:  # ray was imported before connect
+            raise HarnessError(
+                f"a private Ray here would listen on {node_ip}, not only on 127.0.0.1: set "
+                f"{LOOPBACK_ONLY}=0 before anything imports ray, or start a cluster and pass --address"
+            )
         with _private_temp() as temp:
             try:
                 ray.init(
@@ -120,14 +126,6 @@ def connect(address: str | None) -> Iterator[object]:
             except Exception as e:  # noqa: BLE001 - Ray's start-up errors are long; one line
                 raise HarnessError(f"cannot start a local Ray ({first_line(e)})") from None
             try:
-                node_ip = ray.util.get_node_ip_address()
-                if not ipaddress.ip_address(node_ip).is_loopback:  # ray was imported before connect
-                    log.warning(
-                        "the private Ray listens on %s, not only on 127.0.0.1 (set %s=0 before "
-                        "anything imports ray)",
-                        node_ip,
-                        LOOPBACK_ONLY,
-                    )
                 yield ray
             finally:
                 ray.shutdown()

@@ -1,10 +1,11 @@
 """`verify --all --backend ray`: judge a folder of bundles on a Ray cluster.
 
-Owns: connecting to a Ray cluster or starting a private one (`cluster.py`), the worker actors
-(`JudgeWorker`: one per GPU share, each keeping one Kolors and swapping LoRAs through
-`pipeline_for`), the startup check that every worker runs this harness version and sees ROOT,
-handing bundles out grouped by base model, bounded retries when a worker process dies, the
-driver-side backstop for a bundle past its time limit, and the progress bar.
+Owns: the judging actors (`JudgeWorker`: one per GPU share, each keeping one Kolors and
+swapping LoRAs through `pipeline_for`), the start-up check that every worker sees ROOT, handing
+bundles out grouped by base model, bounded retries when a worker process dies, the driver-side
+backstop for a bundle past its time limit, and the progress bar. The connection is
+`cluster.py`'s; the worker plan, the thread rule and the start of the pool (version check
+included) are `ray_workers.py`'s, shared with `harness sweep --backend ray`.
 
 The work on a bundle is `batch.assess`, the very call the local loop makes, so the two backends
 cannot judge differently. Workers only read: verdict.json and the ledger are written by the
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import sys
 import time
 from collections import deque
@@ -42,10 +42,10 @@ from harness.bundle.batch import (
     save_verdict,
     start_batch,
 )
+from harness.bundle.ray_workers import plan_workers, set_worker_threads, start_actors, worker_info
 from harness.errors import HarnessError, first_line
 
 MAX_ATTEMPTS = 3  # tries of one bundle when the worker judging it dies (a crash, an OOM kill)
-STARTUP_TIMEOUT_S = 300.0  # workers must be up (imports done, ROOT seen) within this
 BACKSTOP_GRACE_S = 60.0  # past the time limit plus this, the driver kills the worker itself
 PROBE = ".verify-ray-probe"  # written by the driver in ROOT at start, read by every worker
 
@@ -66,9 +66,6 @@ class JudgeWorker:
 
     def info(self, root: str, token: str) -> dict[str, Any]:
         """Who and where this worker is, and whether it sees the driver's ROOT (the probe file)."""
-        import ray
-
-        from harness import __version__
         from harness.safeio import read_bytes
 
         try:
@@ -76,16 +73,7 @@ class JudgeWorker:
             why = "" if seen else "a different folder is at that path here"
         except (HarnessError, OSError) as e:
             seen, why = False, first_line(e)
-        return {
-            "label": self.label,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "harness": __version__,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-            "sees_root": seen,
-            "why": why,
-        }
+        return {**worker_info(self.label), "sees_root": seen, "why": why}
 
     def judge(self, bundle: str, expected, rerun: bool, scoring, time_limit_s) -> tuple[Any, float, int]:
         """`batch.assess` on one bundle: (verdict, seconds, this process's pid). Writes nothing."""
@@ -94,28 +82,6 @@ class JudgeWorker:
         start = time.monotonic()
         v = assess(Path(bundle), rerun=rerun, scoring=scoring, time_limit_s=time_limit_s, expected=expected)
         return v, time.monotonic() - start, os.getpid()
-
-
-def set_worker_threads() -> None:
-    """Render with as many torch threads as a plain `harness` process on this node would, but no
-    more than the worker's CPU share. Ray sets OMP_NUM_THREADS to the share; below a plain
-    process's count that keeps CPU workers from fighting over cores (2 workers x 2 threads on 2
-    cores made tiny bundles 5x slower), above it it would render with more threads than a
-    plain process. On the CPU the thread count changes pixels (1 thread against 2 moved a
-    tiny-model panel by 1/255: "reproducible", not "exact"), so a CPU worker with the whole
-    node's CPUs gives the local loop's verdicts byte for byte. A value the node's owner set
-    (not Ray's) is kept. GPUs are unaffected."""
-    import math
-
-    import ray
-
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    share = max(math.floor(cpus), 1) if cpus else 1
-    if os.environ.get("OMP_NUM_THREADS") == str(share) and "torch" not in sys.modules:
-        del os.environ["OMP_NUM_THREADS"]  # torch reads it once, when imported
-        import torch
-
-        torch.set_num_threads(min(torch.get_num_threads(), share))
 
 
 @dataclass
@@ -181,71 +147,24 @@ class _Queue:
         self.groups.setdefault(job.base, deque()).appendleft(job)
 
 
-def plan_workers(
-    resources: dict[str, float], workers: int | None, gpus_per_worker: float | None
-) -> tuple[int, float, float]:
-    """(workers, GPUs each, CPUs each) for a cluster with `resources` (ray.cluster_resources()).
-
-    Defaults: one worker per GPU, or one worker on a cluster without GPUs. CPUs each: the
-    cluster's CPUs shared out (at most 4 per GPU worker, at least 1 or the share that fits).
-    A plan that cannot fit the cluster is refused in one line instead of waiting forever."""
-    gpus = float(resources.get("GPU", 0.0))
-    cpus = float(resources.get("CPU", 0.0))
-    g = (1.0 if gpus >= 1 else 0.0) if gpus_per_worker is None else float(gpus_per_worker)
-    if g < 0 or (g > 1 and g != int(g)):
-        raise HarnessError(f"--gpus-per-worker: a fraction up to 1 or a whole number (got {g:g})")
-    if workers is None:
-        workers = max(1, int(gpus / g + 1e-9)) if g > 0 else 1
-    if workers < 1:
-        raise HarnessError(f"--workers: must be at least 1 (got {workers})")
-    if g * workers > gpus + 1e-9:
-        raise HarnessError(
-            f"{workers} workers with {g:g} GPU each need {g * workers:g} GPUs; the Ray cluster has "
-            f"{gpus:g} (use fewer --workers or a smaller --gpus-per-worker)"
-        )
-    if cpus <= 0:
-        raise HarnessError("the Ray cluster has no CPUs to run workers on")
-    share = cpus / workers
-    c = min(4.0, max(1.0, int(share))) if g > 0 else max(1.0, int(share))
-    if c * workers > cpus:
-        c = int(share * 100) / 100  # fractional: several workers share a core
-    if c <= 0:
-        raise HarnessError(f"{workers} workers do not fit the Ray cluster's {cpus:g} CPUs")
-    return workers, g, c
-
-
 def _start_workers(ray, root: Path, n: int, gpus: float, cpus: float) -> list[_Worker]:
-    """Start `n` actors and check each one: running, same harness version, ROOT visible. On any
-    refusal the actors are killed (in a connected session they would keep their resources)."""
+    """Start `n` judges (`ray_workers.start_actors`) and check that each reads the probe file
+    the driver writes in ROOT (the same folder at the same path on every node)."""
     from harness.safeio import write_atomic
 
     token = secrets.token_hex(16)
     write_atomic(root / PROBE, token)
-    remote = ray.remote(JudgeWorker).options(
-        num_cpus=cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=0, max_concurrency=1
-    )
-    actors: list[Any] = []
     try:
-        actors += [remote.remote(f"w{i}", os.getcwd()) for i in range(n)]
-        refs = [a.info.remote(str(root), token) for a in actors]
-        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=STARTUP_TIMEOUT_S)
-        if pending:
-            raise HarnessError(
-                f"{len(pending)} of {n} Ray workers did not start within {STARTUP_TIMEOUT_S:g} s "
-                f"(each asks {gpus:g} GPU and {cpus:g} CPU; the cluster has {ray.available_resources()})"
-            )
-        try:
-            infos = ray.get(refs)
-        except Exception as e:  # noqa: BLE001 - a worker that cannot even start
-            raise HarnessError(
-                f"Ray workers could not start ({first_line(e)}); install the same harness with "
-                "`pip install '.[cluster]'` on every node"
-            ) from None
-        _check_workers(root, infos)
-    except BaseException:
-        for a in actors:
-            ray.kill(a, no_restart=True)
-        raise
+        actors, infos = start_actors(
+            ray,
+            JudgeWorker,
+            n,
+            gpus,
+            cpus,
+            init_args=lambda i: (f"w{i}", os.getcwd()),
+            info_args=(str(root), token),
+            check=lambda infos: _check_workers(root, infos),
+        )
     finally:
         try:
             os.unlink(root / PROBE)
@@ -255,15 +174,7 @@ def _start_workers(ray, root: Path, n: int, gpus: float, cpus: float) -> list[_W
 
 
 def _check_workers(root: Path, infos: list[dict[str, Any]]) -> None:
-    """Every worker runs this harness version and read the driver's probe in ROOT."""
-    from harness import __version__
-
-    for i in infos:
-        if i["harness"] != __version__:
-            raise HarnessError(
-                f"the Ray worker on {i['host']} runs harness {i['harness']}, this driver {__version__}: "
-                "install the same version on every node"
-            )
+    """Every worker read the driver's probe in ROOT."""
     blind = [i for i in infos if not i["sees_root"]]
     if blind:
         hosts = ", ".join(sorted({i["host"] for i in blind}))

@@ -3,26 +3,27 @@
 Owns: the sweep's worker actor (`SweepWorker`: one per GPU share, keeping one Kolors and one set
 of scorers, running `harness.sweep.work.CandidateRenderer` on the chunks it is given), its
 start-up check, and the driver's loop that hands chunks to idle workers and records what comes
-back. The cluster itself is the judges' (`harness.bundle.cluster.connect`: a private Ray without
-`--address`, else the one named) and so are the worker plan (`plan_workers`: one worker per GPU
-by default) and the thread rule for CPU workers.
+back. The cluster is the judges' (`harness.bundle.cluster.connect`: a private Ray on 127.0.0.1
+without `--address`, else the one named) and so are the worker plan, the thread rule for CPU
+workers and the start of the pool (`harness.bundle.ray_workers`).
 
 Workers write nothing: a chunk comes back as PNG bytes and score rows, and the driver records
-them (`work.record`), so the sweep folder needs to be on the driver only. What workers read is
-the LoRA file, by the path the driver has (a filesystem every node mounts at the same path) and
-checked by content hash, and the base model, resolved on each node and checked by content hash;
-a worker that lacks either, or runs another harness version, stops the sweep at start with one
-line naming its host. A worker process that dies is restarted by Ray and its chunk given to it
-again, at most `MAX_ATTEMPTS` tries; after that the sweep stops with one line, keeping every
-candidate already recorded (a rerun continues from there). Nothing Ray is started while every
-candidate is already finished. `import ray` happens only in functions.
+them (`work.record`, after checking they are the chunk's candidates), so the sweep folder needs
+to be on the driver only. What workers read is the LoRA file, by the path the driver has (a
+filesystem every node mounts at the same path) and checked by content hash, the base model,
+resolved on each node and checked by content hash, and the scoring models, loaded at start; a
+worker that lacks any of them, or runs another harness version, stops the sweep at start with
+one line naming its host. A worker process that dies is restarted by Ray and the chunk it was
+rendering given out again, at most `MAX_ATTEMPTS` tries per chunk; after that the sweep stops
+with one line, keeping every candidate already recorded (a rerun continues from there). Nothing
+Ray is started while every candidate is already finished. `import ray` happens only in functions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from harness.sweep.result import SweepSetup
     from harness.sweep.work import Rendered, SweepWork
 
+log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3  # tries of one chunk when the worker rendering it dies
 
 
@@ -41,7 +43,7 @@ class SweepWorker:
     CUDA_VISIBLE_DEVICES to its GPUs first, so the model is placed on those, else on the CPU."""
 
     def __init__(self, label: str, work: "SweepWork", cwd: str):
-        from harness.bundle.ray_backend import set_worker_threads
+        from harness.bundle.ray_workers import set_worker_threads
 
         self.label = label
         self.work = work
@@ -51,6 +53,8 @@ class SweepWorker:
         set_worker_threads()
 
     def _ready(self):
+        """The renderer, made once: the LoRA and the base model checked against the driver's
+        sha256, the model placed, the scoring models loaded (so a missing one fails here)."""
         if self.renderer is None:
             from harness.hashing import sha256_file
             from harness.sweep.work import CandidateRenderer
@@ -61,79 +65,43 @@ class SweepWorker:
                     raise HarnessError(f"{work.lora_path}: no such LoRA file on this node")
                 if sha256_file(work.lora_path) != work.lora_sha256:
                     raise HarnessError(f"{work.lora_path}: a different file than the driver's on this node")
-            self.renderer = CandidateRenderer(work)
+            renderer = CandidateRenderer(work)
+            renderer.scorer.load()
+            self.renderer = renderer
         return self.renderer
 
     def info(self) -> dict[str, Any]:
-        """Who and where this worker is, and why it cannot render this sweep ('' when it can):
-        the base model and the LoRA must have the driver's content here."""
-        import ray
-
-        from harness import __version__
+        """`worker_info`, plus the device it renders on and why it cannot render this sweep
+        ('' when it can)."""
+        from harness.bundle.ray_workers import worker_info
 
         try:
             renderer = self._ready()
             problem, device = "", renderer.placement.device
         except Exception as e:  # noqa: BLE001 - reported to the driver as one line
             problem, device = first_line(e), None
-        return {
-            "label": self.label,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "harness": __version__,
-            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-            "device": device,
-            "problem": problem,
-        }
+        return {**worker_info(self.label), "device": device, "problem": problem}
 
     def render(self, chunk: "list[Candidate]") -> "list[Rendered]":
         return self._ready().render(chunk)
 
 
-def _start(ray, work: "SweepWork", opts) -> list[Any]:
-    """Start the workers and check each one (same harness version, the model and the LoRA
-    readable with the driver's content); on any refusal they are killed again."""
-    from harness import __version__
-    from harness.bundle.ray_backend import STARTUP_TIMEOUT_S, plan_workers
-
-    n, gpus, cpus = plan_workers(ray.cluster_resources(), opts.workers, opts.gpus_per_worker)
-    remote = ray.remote(SweepWorker).options(
-        num_cpus=cpus,
-        num_gpus=gpus,
-        max_restarts=MAX_ATTEMPTS - 1,
-        max_task_retries=MAX_ATTEMPTS - 1,
-        max_concurrency=1,
-    )
-    actors: list[Any] = []
-    try:
-        actors += [remote.remote(f"w{i}", work, os.getcwd()) for i in range(n)]
-        refs = [a.info.remote() for a in actors]
-        _, pending = ray.wait(refs, num_returns=len(refs), timeout=STARTUP_TIMEOUT_S)
-        if pending:
-            raise HarnessError(
-                f"{len(pending)} of {n} Ray workers did not start within {STARTUP_TIMEOUT_S:g} s "
-                f"(each asks {gpus:g} GPU and {cpus:g} CPU; the cluster has {ray.available_resources()})"
-            )
-        try:
-            infos = ray.get(refs)
-        except Exception as e:  # noqa: BLE001 - a worker that cannot even start
-            raise HarnessError(
-                f"Ray workers could not start ({first_line(e)}); install the same harness with "
-                "`pip install '.[cluster]'` on every node"
-            ) from None
-        for i in infos:
-            if i["harness"] != __version__:
-                raise HarnessError(
-                    f"the Ray worker on {i['host']} runs harness {i['harness']}, this driver "
-                    f"{__version__}: install the same version on every node"
-                )
-            if i["problem"]:
-                raise HarnessError(f"the Ray worker on {i['host']} cannot render this sweep: {i['problem']}")
-    except BaseException:
-        for a in actors:
-            ray.kill(a, no_restart=True)
-        raise
-    return actors
+def _check(infos: list[dict[str, Any]]) -> None:
+    """Refuse a worker that cannot render this sweep; warn about CPU workers with fewer torch
+    threads than the driver's machine has cores (their pixels may differ: docs/sweep.md)."""
+    for i in infos:
+        if i["problem"]:
+            raise HarnessError(f"the Ray worker on {i['host']} cannot render this sweep: {i['problem']}")
+    cores = os.cpu_count() or 1
+    few = [i for i in infos if i["device"] == "cpu" and i["threads"] and i["threads"] < cores]
+    if few:
+        log.warning(
+            "Ray CPU workers render with %d torch thread(s), fewer than this machine's %d cores: their "
+            "candidates may not reproduce bit for bit with `harness render` (on one machine use "
+            "--workers 1 --gpus-per-worker 0)",
+            few[0]["threads"],
+            cores,
+        )
 
 
 @contextlib.contextmanager
@@ -151,11 +119,22 @@ def ray_backend(setup: "SweepSetup") -> Iterator[Callable[..., list[str]]]:
 
     def start() -> None:
         from harness.bundle.cluster import connect
+        from harness.bundle.ray_workers import plan_workers, start_actors
 
         ray = stack.enter_context(connect(opts.address))
-        actors = _start(ray, work, opts)
+        n, gpus, cpus = plan_workers(ray.cluster_resources(), opts.workers, opts.gpus_per_worker)
+        actors, infos = start_actors(
+            ray,
+            SweepWorker,
+            n,
+            gpus,
+            cpus,
+            init_args=lambda i: (f"w{i}", work, os.getcwd()),
+            check=_check,
+        )
         stack.callback(lambda: [ray.kill(a, no_restart=True) for a in actors])
-        state.update(ray=ray, actors=actors)
+        hosts = {id(a): i["host"] for a, i in zip(actors, infos, strict=True)}
+        state.update(ray=ray, actors=actors, hosts=hosts)
 
     def render(todo: "list[Candidate]", on_done: Callable[[list[dict]], None]) -> list[str]:
         if not todo:
@@ -163,29 +142,42 @@ def ray_backend(setup: "SweepSetup") -> Iterator[Callable[..., list[str]]]:
         if not state:
             start()
         ray = state["ray"]
-        from ray.exceptions import ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
+        from ray.exceptions import ObjectLostError, RayActorError, RayError, RayTaskError, WorkerCrashedError
 
-        queue = deque(chunks(todo, opts.chunk))
+        died = (RayActorError, WorkerCrashedError, ObjectLostError)
+        queue = deque((chunk, 1) for chunk in chunks(todo, opts.chunk))
         idle = list(state["actors"])
-        inflight: dict[Any, tuple[Any, list]] = {}
+        inflight: dict[Any, tuple[Any, list, int]] = {}
         rendered: list[str] = []
         while queue or inflight:
             while idle and queue:
-                actor, chunk = idle.pop(), queue.popleft()
-                inflight[actor.render.remote(chunk)] = (actor, chunk)
+                actor, (chunk, attempt) = idle.pop(), queue.popleft()
+                inflight[actor.render.remote(chunk)] = (actor, chunk, attempt)
             ready, _ = ray.wait(list(inflight), num_returns=1)
             for ref in ready:
-                actor, chunk = inflight.pop(ref)
+                actor, chunk, attempt = inflight.pop(ref)
+                host = state["hosts"][id(actor)]
+                ids = ", ".join(c.id for c in chunk)
                 try:
                     done = ray.get(ref)
-                except (RayActorError, WorkerCrashedError, ObjectLostError) as e:
+                except died as e:  # the process died (a crash, an OOM kill): Ray restarts it
+                    if attempt < MAX_ATTEMPTS:
+                        queue.appendleft((chunk, attempt + 1))
+                        idle.append(actor)
+                        continue
                     raise HarnessError(
-                        f"a Ray worker died {MAX_ATTEMPTS} times rendering candidates "
-                        f"{', '.join(c.id for c in chunk)} ({first_line(e, 200)}); every candidate "
-                        "recorded so far is kept: run the sweep again to continue"
+                        f"the Ray worker on {host} died {attempt} times rendering candidates {ids} "
+                        f"(last: {first_line(e, 200)}); every candidate recorded so far is kept: run "
+                        "the sweep again to continue"
                     ) from None
-                except RayTaskError as e:
-                    raise HarnessError(f"a Ray worker failed: {first_line(e.cause or e)}") from None
+                except RayTaskError as e:  # something the renderer raised (a HarnessError, a bug)
+                    why = first_line(e.cause or e)
+                    raise HarnessError(f"the Ray worker on {host} failed: {why}") from None
+                except RayError as e:  # the cluster itself: a node lost, out of memory or disk
+                    why = first_line(e, 300)
+                    raise HarnessError(f"Ray failed rendering candidates {ids}: {why}") from None
+                if [r.id for r in done] != [c.id for c in chunk]:
+                    raise HarnessError(f"the Ray worker on {host} returned other candidates than {ids}")
                 rows = record(setup.out, done)
                 rendered += [r["id"] for r in rows]
                 on_done(rows)

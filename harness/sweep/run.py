@@ -86,8 +86,14 @@ def plan_sweep(
     given = [f"--{f.replace('_', '-')}" for f in RAY_FLAGS if getattr(opts, f) is not None]
     if given and opts.backend != "ray":
         raise HarnessError(f"{given[0]}: only with --backend ray")
-    if opts.backend == "ray" and opts.workers is not None and opts.workers < 1:
-        raise HarnessError(f"--workers: must be at least 1 (got {opts.workers})")
+    if opts.backend == "ray":  # before any model is resolved or any folder made
+        import importlib.util
+
+        from harness.bundle.ray_workers import check_request
+
+        check_request(opts.workers, opts.gpus_per_worker)
+        if importlib.util.find_spec("ray") is None:
+            raise HarnessError("--backend ray needs Ray: pip install -c .ci/constraints.txt -e '.[cluster]'")
     out = Path(out)
     config = scoring_for(story.base_model, scoring)
     for kind, name in (

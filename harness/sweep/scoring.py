@@ -27,6 +27,12 @@ class CandidateScorer:
         self.aesthetic = registry.get("aesthetic")(config, self.models)
         self.alignment = registry.get("alignment")(config, self.models)
 
+    def load(self) -> None:
+        """Load every scoring model now: a missing or mis-pinned one fails here, not mid-sweep."""
+        self.aesthetic.load()
+        self.alignment.load()
+        self.models.get("open_clip", self.config.consistency_model)
+
     def park(self) -> None:
         """Scoring models off the accelerator while Kolors renders (nothing moves on a CPU)."""
         self.models.park()
