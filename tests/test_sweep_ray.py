@@ -175,3 +175,45 @@ def test_a_worker_whose_lora_differs_stops_the_sweep_at_start_with_one_line(
     line = str(e.value)
     assert "\n" not in line and "cannot render this sweep" in line and "a different file" in line, line
     assert not (out / "candidates").exists() or not any((out / "candidates").iterdir())
+
+
+def test_a_cluster_too_small_for_the_request_leaves_no_sweep_folder(
+    lora_story, tmp_path, ray_cluster, capsys
+):
+    out = tmp_path / "out"
+    code = main(["sweep", str(lora_story), "--seeds", "1", "--panels", "1", "--out", str(out), "--quiet",
+                 "--backend", "ray", "--workers", "5", "--gpus-per-worker", "1"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "harness: error: 5 workers with 1 GPU each need 5 GPUs; the Ray cluster has 2 (use fewer "
+        "--workers or a smaller --gpus-per-worker)"
+    )
+    assert not out.exists()
+
+
+JOIN = """
+import sys
+from harness.bundle import cluster
+from harness.cli import main
+cluster.CONNECT_TIMEOUT_S = 5
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_cluster_that_cannot_be_joined_leaves_no_sweep_folder(lora_story, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    args = [sys.executable, "-c", JOIN, "sweep", str(lora_story), "--seeds", "1", "--panels", "1"]
+    args += ["--out", str(out), "--quiet", "--backend", "ray", "--address", f"127.0.0.1:{port}"]
+    proc = subprocess.run(args, cwd=os.getcwd(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("harness")]
+    assert len(lines) == 1 and "no Ray cluster answered within 5 s" in lines[0], proc.stderr[-2000:]
+    assert not out.exists()

@@ -32,7 +32,7 @@ from harness.errors import HarnessError, first_line
 if TYPE_CHECKING:
     from harness.sweep.plan import Candidate
     from harness.sweep.result import SweepSetup
-    from harness.sweep.work import Rendered, SweepWork
+    from harness.sweep.work import Backend, Rendered, SweepWork
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3  # tries of one chunk when the worker rendering it dies
@@ -105,12 +105,12 @@ def _check(infos: list[dict[str, Any]]) -> None:
 
 
 @contextlib.contextmanager
-def ray_backend(setup: "SweepSetup") -> Iterator[Callable[..., list[str]]]:
-    """The `ray` entry of `harness.sweep.run.BACKENDS`: yields `render(todo, on_done)`, which
+def ray_backend(setup: "SweepSetup") -> "Iterator[Backend]":
+    """The `ray` entry of `harness.sweep.run.BACKENDS`: yields a `work.Backend` whose `render`
     spreads `todo` over the workers in chunks and records each chunk as it comes back. Ray is
-    connected and the workers started on the first call with something to render; they are
-    stopped when the block ends."""
-    from harness.sweep.work import SweepWork, chunks, record
+    connected and the workers started by `start()` or the first `render` with something to
+    render; they are stopped when the block ends."""
+    from harness.sweep.work import Backend, SweepWork, chunks, record
 
     opts = setup.opts
     work = SweepWork.of(setup)
@@ -118,6 +118,8 @@ def ray_backend(setup: "SweepSetup") -> Iterator[Callable[..., list[str]]]:
     state: dict[str, Any] = {}
 
     def start() -> None:
+        if state:
+            return
         from harness.bundle.cluster import connect
         from harness.bundle.ray_workers import plan_workers, start_actors
 
@@ -139,37 +141,50 @@ def ray_backend(setup: "SweepSetup") -> Iterator[Callable[..., list[str]]]:
     def render(todo: "list[Candidate]", on_done: Callable[[list[dict]], None]) -> list[str]:
         if not todo:
             return []
-        if not state:
-            start()
+        start()
         ray = state["ray"]
         from ray.exceptions import ObjectLostError, RayActorError, RayError, RayTaskError, WorkerCrashedError
 
         died = (RayActorError, WorkerCrashedError, ObjectLostError)
         queue = deque((chunk, 1) for chunk in chunks(todo, opts.chunk))
         idle = list(state["actors"])
-        inflight: dict[Any, tuple[Any, list, int]] = {}
+        # ref -> (actor, chunk, attempt); chunk None: asking a restarted worker `info` first
+        inflight: dict[Any, tuple[Any, list | None, int]] = {}
         rendered: list[str] = []
-        while queue or inflight:
+        while queue or any(chunk is not None for _, chunk, _ in inflight.values()):
             while idle and queue:
                 actor, (chunk, attempt) = idle.pop(), queue.popleft()
                 inflight[actor.render.remote(chunk)] = (actor, chunk, attempt)
+            if not inflight:  # every worker failed to come back
+                raise HarnessError(
+                    f"no Ray worker is left to render this sweep (each failed to restart {MAX_ATTEMPTS} "
+                    "times); every candidate recorded so far is kept: run the sweep again to continue"
+                )
             ready, _ = ray.wait(list(inflight), num_returns=1)
             for ref in ready:
                 actor, chunk, attempt = inflight.pop(ref)
                 host = state["hosts"][id(actor)]
+                if chunk is None:  # a restarted worker: back in the pool once it answers
+                    try:
+                        ray.get(ref)
+                        idle.append(actor)
+                    except died:
+                        if attempt + 1 < MAX_ATTEMPTS:
+                            inflight[actor.info.remote()] = (actor, None, attempt + 1)
+                    continue
                 ids = ", ".join(c.id for c in chunk)
                 try:
                     done = ray.get(ref)
                 except died as e:  # the process died (a crash, an OOM kill): Ray restarts it
-                    if attempt < MAX_ATTEMPTS:
-                        queue.appendleft((chunk, attempt + 1))
-                        idle.append(actor)
-                        continue
-                    raise HarnessError(
-                        f"the Ray worker on {host} died {attempt} times rendering candidates {ids} "
-                        f"(last: {first_line(e, 200)}); every candidate recorded so far is kept: run "
-                        "the sweep again to continue"
-                    ) from None
+                    if attempt >= MAX_ATTEMPTS:
+                        raise HarnessError(
+                            f"the Ray worker on {host} died {attempt} times rendering candidates {ids} "
+                            f"(last: {first_line(e, 200)}); every candidate recorded so far is kept: "
+                            "run the sweep again to continue"
+                        ) from None
+                    queue.appendleft((chunk, attempt + 1))
+                    inflight[actor.info.remote()] = (actor, None, 0)
+                    continue
                 except RayTaskError as e:  # something the renderer raised (a HarnessError, a bug)
                     why = first_line(e.cause or e)
                     raise HarnessError(f"the Ray worker on {host} failed: {why}") from None
@@ -185,4 +200,4 @@ def ray_backend(setup: "SweepSetup") -> Iterator[Callable[..., list[str]]]:
         return rendered
 
     with stack:
-        yield render
+        yield Backend(start=start, render=render)

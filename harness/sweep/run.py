@@ -12,8 +12,9 @@ then chooses the story (`harness.sweep.select`) and hands a typed `SweepResult` 
 Backends: `local` renders in this process; `ray` on the Ray workers of the judging backend
 (`harness.sweep.ray_backend`). Both run the same unit of work (`harness.sweep.work`: render and
 score a chunk, write nothing) and only this process records candidates (`work.record`: PNG,
-then its row). `BACKENDS` maps a name to a context manager taking the setup and yielding
-`render(todo, on_done) -> ids rendered`; it starts nothing before it has something to render.
+then its row). `BACKENDS` maps a name to a context manager taking the setup and yielding a
+`work.Backend` (`start()`, `render(todo, on_done) -> ids rendered`); nothing is started while
+every candidate is finished, and a backend that cannot start leaves no sweep folder behind.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from harness.errors import HarnessError
 from harness.sweep import store
 from harness.sweep.plan import Candidate, SweepOptions, SweepPlan, make_plan
 from harness.sweep.result import SweepResult, SweepSetup
+from harness.sweep.work import Backend
 
 if TYPE_CHECKING:
     from harness.config.scoring import ScoringConfig
 
 
 @contextlib.contextmanager
-def _local(setup: SweepSetup) -> Iterator[Callable[..., list[str]]]:
+def _local(setup: SweepSetup) -> Iterator[Backend]:
     from harness.sweep.work import CandidateRenderer, SweepWork, chunks, record
 
     renderer: CandidateRenderer | None = None
@@ -50,18 +52,18 @@ def _local(setup: SweepSetup) -> Iterator[Callable[..., list[str]]]:
             on_done(rows)
         return rendered
 
-    yield render
+    yield Backend(start=lambda: None, render=render)
 
 
 @contextlib.contextmanager
-def _ray(setup: SweepSetup) -> Iterator[Callable[..., list[str]]]:
+def _ray(setup: SweepSetup) -> Iterator[Backend]:
     from harness.sweep.ray_backend import ray_backend
 
-    with ray_backend(setup) as render:
-        yield render
+    with ray_backend(setup) as backend:
+        yield backend
 
 
-BACKENDS: dict[str, Callable[[SweepSetup], ContextManager[Callable[..., list[str]]]]] = {
+BACKENDS: dict[str, Callable[[SweepSetup], ContextManager[Backend]]] = {
     "local": _local,
     "ray": _ray,
 }
@@ -176,46 +178,52 @@ def _sweep_locked(setup: SweepSetup) -> SweepResult:
     from tqdm.auto import tqdm
 
     out, plan, opts = setup.out, setup.plan, setup.opts
-    if not (out / store.MARKER).is_file():
-        store.prepare_folder(out, _marker(setup))
-    else:
-        store.prepare_folder(out, {**_marker(setup), **_kept_created(out)})
     rows: dict[str, dict[str, Any]] = {}
     rendered: list[str] = []
+    scoring = store.scoring_identity(setup.config)
+
+    def split(phase: list[Candidate]) -> tuple[list[Candidate], list[dict[str, Any]]]:
+        """(candidates to render, rows of those already finished in the folder)"""
+        todo, found = [], []
+        for c in phase:
+            row = store.finished(out, c, scoring)
+            if row is None:
+                todo.append(c)
+            else:
+                found.append(row)
+        return todo, found
 
     first = plan.originals() + plan.previews()
     full = plan.full() if plan.preview_steps is None else None
     total = len(first) + (len(full) if full is not None else _kept_count(plan))
-    bar = tqdm(total=total, desc="sweep", unit="cand", disable=not opts.progress, leave=True)
     best: dict[int, float] = {}
-
-    def on_done(done: list[dict[str, Any]]) -> None:
-        for row in done:
-            rows[row["id"]] = row
-            if row["steps"] == plan.steps:
-                best[row["panel"]] = max(best.get(row["panel"], float("-inf")), row["aesthetic"])
-        bar.update(len(done))
-        swept = [p for p in plan.panels if p in best]
-        bar.set_postfix_str(" ".join(f"p{p} {best[p]:.3f}" for p in swept[:8]))
-
-    scoring = store.scoring_identity(setup.config)
     with contextlib.ExitStack() as stack:
+        backend = stack.enter_context(BACKENDS[opts.backend](setup))
+        todo, found = split(first)
+        if todo:
+            backend.start()  # a cluster that cannot be used fails here, before the folder is made
+        if not (out / store.MARKER).is_file():
+            store.prepare_folder(out, _marker(setup))
+        else:
+            store.prepare_folder(out, {**_marker(setup), **_kept_created(out)})
+        bar = tqdm(total=total, desc="sweep", unit="cand", disable=not opts.progress, leave=True)
         stack.callback(bar.close)
-        render = stack.enter_context(BACKENDS[opts.backend](setup))
+
+        def on_done(done: list[dict[str, Any]]) -> None:
+            for row in done:
+                rows[row["id"]] = row
+                if row["steps"] == plan.steps:
+                    best[row["panel"]] = max(best.get(row["panel"], float("-inf")), row["aesthetic"])
+            bar.update(len(done))
+            swept = [p for p in plan.panels if p in best]
+            bar.set_postfix_str(" ".join(f"p{p} {best[p]:.3f}" for p in swept[:8]))
+
         for phase in (first, None):
             if phase is None:
-                phase = full if full is not None else _after_preview(plan, rows)
-            todo = []
-            found = []
-            for c in phase:
-                row = store.finished(out, c, scoring)
-                if row is None:
-                    todo.append(c)
-                else:
-                    found.append(row)
+                todo, found = split(full if full is not None else _after_preview(plan, rows))
             if found:
                 on_done(found)
-            rendered += render(todo, on_done)
+            rendered += backend.render(todo, on_done)
 
     from harness.sweep.outputs import write_outputs
     from harness.sweep.select import choose

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from harness import __version__
 from harness.sweep import store
@@ -63,6 +63,18 @@ class Rendered:
     id: str
     png: bytes
     row: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What a sweep backend's context manager yields (`harness.sweep.run.BACKENDS`): `start()`
+    readies it (Ray: connect and start the workers; idempotent; the driver calls it before it
+    makes the sweep folder when something is left to render, so a cluster that cannot be used
+    leaves nothing behind) and `render(todo, on_done)` renders, scores and records `todo`,
+    calling `on_done(rows)` per chunk, and returns the ids it rendered."""
+
+    start: Callable[[], None]
+    render: Callable[[list[Candidate], Callable[[list[dict]], None]], list[str]]
 
 
 def chunks(todo: list[Candidate], size: int) -> list[list[Candidate]]:
