@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     short = Path(tempfile.mkdtemp(prefix="jb-", dir="/tmp"))  # Ray's socket paths must stay short
     os.environ.setdefault("HARNESS_CACHE", str(work / "cache"))
-    os.environ.update(  # token auth, and every Ray server on 127.0.0.1 only (harness.bundle.cluster)
+    os.environ.update(  # token auth, and every Ray server on 127.0.0.1 only (harness.cluster.connection)
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN=secrets.token_hex(32),
         RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",

@@ -97,10 +97,10 @@ class ReadOnlyGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if _REFUSED_READS.search(scope["path"]):
-            return await _answer(send, 403, "this leaderboard is read-only: the route is refused\n")
+            return await _answer(send, 403, "this page is read-only: the route is refused\n")
         if scope["method"] not in _SAFE_METHODS:
             if not _WRITE_ROUTES.search(scope["path"]):
-                return await _answer(send, 403, "this leaderboard is read-only: the route is refused\n")
+                return await _answer(send, 403, "this page is read-only: the route is refused\n")
             body, refusal = await _read_body(receive)
             if refusal is not None:
                 return await _answer(send, *refusal)
@@ -130,7 +130,7 @@ async def _read_body(receive) -> tuple[bytes, tuple[int, str] | None]:
     except (HarnessError, UnicodeDecodeError):
         return b"", (400, "request body is not JSON\n")
     if carries_file(data):
-        return b"", (403, "this leaderboard is read-only: file objects are refused\n")
+        return b"", (403, "this page is read-only: file objects are refused\n")
     return body, None
 
 

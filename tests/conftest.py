@@ -11,7 +11,7 @@ import yaml
 
 # Every Ray a test starts (the session cluster, the CLI's private one, `ray start`) binds its
 # servers to 127.0.0.1 only: with this set before `import ray`, Ray takes the loopback address
-# as the node's (harness.bundle.cluster does the same for the judges' private Ray).
+# as the node's (harness.cluster.connection does the same for the judges' private Ray).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 ROOT = Path(__file__).resolve().parents[1]

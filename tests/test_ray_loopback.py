@@ -1,5 +1,5 @@
 """Every Ray server a test or a judge's private cluster starts listens on 127.0.0.1 only: the
-session's Ray (tests/conftest.py) and `harness.bundle.cluster.connect(None)` in a process
+session's Ray (tests/conftest.py) and `harness.cluster.connection.connect(None)` in a process
 whose environment says nothing about Ray (the CLI's case)."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_the_session_ray_listens_on_loopback_only(ray_cluster):
 
 PRIVATE = """
 import json, os, sys
-from harness.bundle.cluster import connect
+from harness.cluster.connection import connect
 from tests.netinfo import descendants, listening
 with connect(None) as ray:
     ray.get(ray.remote(lambda: 1).remote())
@@ -60,7 +60,7 @@ def test_the_judges_private_ray_listens_on_loopback_only(tmp_path):
 
 JOIN = """
 import sys
-from harness.bundle import cluster
+from harness.cluster import connection as cluster
 from harness.cli import main
 cluster.CONNECT_TIMEOUT_S = float(sys.argv[1])
 sys.exit(main(sys.argv[2:]))
@@ -103,7 +103,7 @@ def test_the_cli_joins_a_running_cluster_by_its_address(tmp_path, ray_cluster):
 
 REFUSE = """
 import ray
-from harness.bundle.cluster import connect
+from harness.cluster.connection import connect
 from harness.errors import HarnessError
 if ray.util.get_node_ip_address().startswith("127."):
     print("loopback anyway")  # a machine with no other address: nothing to refuse
@@ -145,3 +145,37 @@ def test_a_ray_client_address_where_nothing_answers_is_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("harness")]
     assert len(lines) == 1 and f"--address ray://127.0.0.1:{port}" in lines[0], proc.stderr[-2000:]
     assert "requires pip package" not in lines[0]  # Ray Client is installed
+
+
+LATE = """
+import sys, time
+from harness.cluster import connection as cluster
+from harness.errors import HarnessError
+import ray
+cluster.CONNECT_TIMEOUT_S = 0.0005  # gives up before the join can finish
+try:
+    with cluster.connect(sys.argv[1]):
+        print("joined in time")
+except HarnessError as e:
+    print("gave up:", e)
+try:
+    with cluster.connect(sys.argv[1]):
+        print("second join started")
+except HarnessError as e:
+    print("second:", e)
+deadline = time.monotonic() + 60
+while cluster._joining.is_set() and time.monotonic() < deadline:
+    time.sleep(0.1)
+print("left connected:", ray.is_initialized())
+"""
+
+
+def test_a_join_that_succeeds_after_the_driver_gave_up_is_shut_down(tmp_path, ray_cluster):
+    address = ray_cluster.get_runtime_context().gcs_address
+    proc = subprocess.run(
+        [sys.executable, "-c", LATE, address], cwd=os.getcwd(), capture_output=True, text=True, timeout=180
+    )
+    out = proc.stdout
+    assert "gave up: --address" in out and "no Ray cluster answered within" in out, (out, proc.stderr[-2000:])
+    assert "second: an earlier attempt to join a Ray cluster is still running" in out, out
+    assert "left connected: False" in out, out

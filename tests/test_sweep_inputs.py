@@ -48,6 +48,7 @@ CASES = [
     (["--seeds", "2", "--address", "auto"], "--address: only with --backend ray"),
     (["--seeds", "2", "--gpus-per-worker", "0.5"], "--gpus-per-worker: only with --backend ray"),
     (["--seeds", "2", "--backend", "ray", "--workers", "0"], "--workers: must be at least 1 (got 0)"),
+    (["--seeds", "2", "--backend", "ray", "--address", "local"], "--address 'local': give auto, ray://"),
     (["--seeds", "2", "--backend", "ray", "--gpus-per-worker", "nan"], "--gpus-per-worker: a fraction"),
     (["--seeds", "2", "--backend", "ray", "--gpus-per-worker", "inf"], "--gpus-per-worker: a fraction"),
     (["--seeds", "2", "--backend", "slurm"], "--backend: 'slurm' is not one of local, ray"),

@@ -59,10 +59,17 @@ def _table(out: Path):
 
 
 def test_ray_sweeps_like_the_local_backend_and_renders_in_its_workers(lora_story, tmp_path, ray_cluster):
+    import torch
+
     from harness.sweep import work
 
     local, remote = tmp_path / "local", tmp_path / "ray"
-    assert _sweep(lora_story, local) == 1  # the tiny aesthetic head scores ~0: the gate fails
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads, 2))  # the worker's share of the session Ray (2 CPUs)
+    try:
+        assert _sweep(lora_story, local) == 1  # the tiny aesthetic head scores ~0: the gate fails
+    finally:
+        torch.set_num_threads(threads)
     before = work.RENDER_COUNT[0]
     assert _sweep(lora_story, remote, *WHOLE) == 1
     assert work.RENDER_COUNT[0] == before  # every candidate was drawn in a Ray worker
@@ -194,7 +201,7 @@ def test_a_cluster_too_small_for_the_request_leaves_no_sweep_folder(
 
 JOIN = """
 import sys
-from harness.bundle import cluster
+from harness.cluster import connection as cluster
 from harness.cli import main
 cluster.CONNECT_TIMEOUT_S = 5
 sys.exit(main(sys.argv[1:]))
@@ -217,3 +224,36 @@ def test_a_cluster_that_cannot_be_joined_leaves_no_sweep_folder(lora_story, tmp_
     lines = [line for line in proc.stderr.splitlines() if line.startswith("harness")]
     assert len(lines) == 1 and "no Ray cluster answered within 5 s" in lines[0], proc.stderr[-2000:]
     assert not out.exists()
+
+
+def test_a_preview_sweep_on_ray_with_killed_workers_equals_the_local_one(lora_story, tmp_path, ray_cluster):
+    """Two render calls (previews, then the kept full renders) share one pool of workers, and
+    workers killed along the way do not change what is chosen."""
+    import torch
+
+    from harness.sweep.outputs import read_table
+
+    preview = ["--preview-steps", "1", "--keep", "1"]
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads, 2))
+    try:
+        assert _sweep(lora_story, local, *preview) == 1
+    finally:
+        torch.set_num_threads(threads)
+    killed: list[int] = []
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=_killer, args=(remote, killed, stop), kwargs={"each_chunk_once": True, "most": 2}, daemon=True
+    )
+    watcher.start()
+    try:
+        assert _sweep(lora_story, remote, *preview, *WHOLE) == 1
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert len(killed) == 2
+    a = read_table(local).drop(columns=["render_s"]).sort_values("id").reset_index(drop=True)
+    b = read_table(remote).drop(columns=["render_s"]).sort_values("id").reset_index(drop=True)
+    assert a.equals(b)
+    assert (local / "story.swept.yaml").read_bytes() == (remote / "story.swept.yaml").read_bytes()

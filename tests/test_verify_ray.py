@@ -298,6 +298,11 @@ def test_the_local_loop_writes_the_results_table_and_bundle_text_cannot_become_a
         (["--gpus-per-worker", "-1"], "--gpus-per-worker: a fraction up to 1 or a whole number (got -1)"),
         (["--gpus-per-worker", "1.5"], "--gpus-per-worker: a fraction up to 1 or a whole number (got 1.5)"),
         (["--workers", "0"], "--workers: must be at least 1 (got 0)"),
+        (
+            ["--address", "local"],
+            "--address 'local': give auto, ray://host:port or host:port (leave it out for a private "
+            "Ray on 127.0.0.1)",
+        ),
     ],
 )
 def test_bad_ray_flags_are_one_line_before_anything_starts(tmp_path, capsys, flags, message):

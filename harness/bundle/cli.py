@@ -162,9 +162,11 @@ def cmd_verify(args) -> int:
         common["progress"] = not args.quiet
         if args.backend == "ray":
             from harness.bundle.ray_backend import verify_all_ray
-            from harness.bundle.ray_workers import check_request
+            from harness.cluster.connection import check_address
+            from harness.cluster.workers import check_request
 
             check_request(args.workers, args.gpus_per_worker)
+            check_address(args.address)
 
             rows = verify_all_ray(
                 args.bundle,

@@ -3,16 +3,16 @@
 Owns: the judging actors (`JudgeWorker`: one per GPU share, each keeping one Kolors and
 swapping LoRAs through `pipeline_for`), the start-up check that every worker sees ROOT, handing
 bundles out grouped by base model, bounded retries when a worker process dies, the driver-side
-backstop for a bundle past its time limit, and the progress bar. The connection is
-`cluster.py`'s; the worker plan, the thread rule and the start of the pool (version check
-included) are `ray_workers.py`'s, shared with `harness sweep --backend ray`.
+backstop for a bundle past its time limit, and the progress bar. The connection, the worker
+plan, the thread rule and the start of the pool (version check included) are
+`harness.cluster`'s, shared with `harness sweep --backend ray`.
 
 The work on a bundle is `batch.assess`, the very call the local loop makes, so the two backends
 cannot judge differently. Workers only read: verdict.json and the ledger are written by the
 driver through `batch.save_verdict`, `batch.record` and `batch.LedgerSaver`, as locally. Bundles
 reach the workers as paths: ROOT must be on a filesystem every node mounts at the same path (the
 driver checks this at start with a probe file it writes in ROOT). `import ray` happens only in
-functions here and in `cluster.py`, never when the CLI starts.
+functions here and in `harness.cluster`, never when the CLI starts.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from harness.bundle.batch import (
     save_verdict,
     start_batch,
 )
-from harness.bundle.ray_workers import plan_workers, set_worker_threads, start_actors, worker_info
+from harness.cluster.workers import plan_workers, set_worker_threads, start_actors, worker_info
 from harness.errors import HarnessError, first_line
 
 MAX_ATTEMPTS = 3  # tries of one bundle when the worker judging it dies (a crash, an OOM kill)
@@ -148,7 +148,7 @@ class _Queue:
 
 
 def _start_workers(ray, root: Path, n: int, gpus: float, cpus: float) -> list[_Worker]:
-    """Start `n` judges (`ray_workers.start_actors`) and check that each reads the probe file
+    """Start `n` judges (`harness.cluster.workers.start_actors`) and check that each reads the probe file
     the driver writes in ROOT (the same folder at the same path on every node)."""
     from harness.safeio import write_atomic
 
@@ -223,7 +223,7 @@ def verify_all_ray(
     """
     from tqdm.auto import tqdm
 
-    from harness.bundle.cluster import connect
+    from harness.cluster.connection import connect
 
     root = check_root(root)
     done: dict[Path, Row] = {}

@@ -10,7 +10,7 @@ each finished (`store.finished`); the gate's threshold is the scoring config's, 
 report's; a damaged report or table is one HarnessError line. Images reach the browser
 re-encoded from decoded pixels.
 Serves on 127.0.0.1 by default, with no share link and no allowed_paths, behind the
-leaderboard's HTTP guard (no upload route, no outside host).
+HTTP guard (`harness.http_guard`: no upload route, no outside host).
 """
 
 from __future__ import annotations

@@ -91,9 +91,11 @@ def plan_sweep(
     if opts.backend == "ray":  # before any model is resolved or any folder made
         import importlib.util
 
-        from harness.bundle.ray_workers import check_request
+        from harness.cluster.connection import check_address
+        from harness.cluster.workers import check_request
 
         check_request(opts.workers, opts.gpus_per_worker)
+        check_address(opts.address)
         if importlib.util.find_spec("ray") is None:
             raise HarnessError("--backend ray needs Ray: pip install -c .ci/constraints.txt -e '.[cluster]'")
     out = Path(out)

@@ -2,12 +2,13 @@
 
 Owns: `SweepWork` (what a process needs to render a sweep's candidates; plain, picklable data),
 `CandidateRenderer` (one pipeline and one set of scorers per process: render a chunk through
-the render path, encode each PNG with its parameters, score the chunk, build each row),
-`chunks` (how candidates are cut into chunks) and `record` (PNG first, then its row: the only
-writes). Both backends call these: the local backend in the sweeping process, the Ray backend
-(`harness.sweep.ray_backend`) in each worker, with the driver alone recording. So a candidate's
-pixels and row do not depend on the backend that rendered it (on a CPU, the torch thread count
-does: see docs/sweep.md).
+the render path, encode each PNG with its parameters, score the chunk, build each row) and its
+result `Rendered`, `chunks` (how candidates are cut into chunks), `record` (PNG first, then its
+row: the only writes) and `Backend` (what a backend gives the orchestrator). Both backends
+call these: the local backend in the sweeping process, the Ray backend
+(`harness.sweep.ray_backend`) in each worker, with the driver alone recording. So a
+candidate's pixels and row do not depend on the backend that rendered it (on a CPU, the torch
+thread count does: see docs/sweep.md).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class SweepWork:
 
     @classmethod
     def of(cls, setup: "SweepSetup") -> "SweepWork":
+        """The work of a checked sweep request."""
         return cls(
             setup.loaded.story,
             setup.model.sha256,
@@ -103,6 +105,7 @@ class CandidateRenderer:
 
     @property
     def scorer(self):
+        """The sweep's scorers (`harness.sweep.scoring.CandidateScorer`), made on first use."""
         if self._scorer is None:
             from harness.sweep.scoring import CandidateScorer
 

@@ -1,6 +1,7 @@
-"""The Ray connection of a judging run: join a cluster, or start a private one and clean it away.
+"""The Ray connection of a cluster run (judging, sweeps): join a cluster, or start a private one
+and clean it away.
 
-Owns: `connect(address)`, the one place `ray.init` and `ray.shutdown` are called for judging,
+Owns: `connect(address)`, the one place `ray.init` and `ray.shutdown` are called,
 and the private cluster's temp folder. A private cluster (no `--address`) is always a new one
 (`ray.init("local")`), never whatever Ray session a crashed run left behind, in a fresh folder
 under `$TMPDIR/harness-ray-<uid>/` held with an flock while it runs; folders of runs that died
@@ -19,6 +20,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -29,6 +31,8 @@ from typing import Iterator
 from harness.errors import HarnessError, first_line
 
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
+_ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9.\-_\[\]:]+:[0-9]{1,5}")
+_joining = threading.Event()  # a join thread that gave up on is still running
 CONNECT_TIMEOUT_S = 60.0  # joining a running cluster takes well under a second
 OBJECT_STORE_BYTES = 128 << 20  # paths, verdicts and a sweep chunk's PNGs (MBs), never weights
 _SOCKET_ROOM = 60  # Ray appends session_<date>_<pid>/sockets/plasma_store; unix sockets hold 107
@@ -82,21 +86,62 @@ def _private_temp() -> Iterator[Path]:
         os.close(fd)
 
 
+def check_address(address: str | None) -> None:
+    """`--address` as given: None (a private Ray), "auto", "ray://host:port" or "host:port".
+    Ray reads "local" (or RAY_ADDRESS=local with "auto") as "start a new cluster", one without
+    the private cluster's guards (loopback only, its own temp folder and token): refused."""
+    if address is None:
+        return
+    if address == "auto":
+        if os.environ.get("RAY_ADDRESS", "").strip() == "local":
+            raise HarnessError(
+                "--address auto: RAY_ADDRESS=local starts a new cluster; leave --address out for a "
+                "private Ray on 127.0.0.1"
+            )
+        return
+    if not _ADDRESS.fullmatch(address):
+        raise HarnessError(
+            f"--address {address!r}: give auto, ray://host:port or host:port (leave it out for a "
+            "private Ray on 127.0.0.1)"
+        )
+
+
 @contextlib.contextmanager
 def connect(address: str | None) -> Iterator[object]:
     """The `ray` module, connected for the duration of the block.
 
     None: a private Ray on this machine with its CPUs and GPUs, on 127.0.0.1 only, stopped at the
     end (on kill -9 its GCS and raylet die with this process, Ray's agents within minutes, and
-    the next run removes the folder). "auto" or "ray://host:port": the existing cluster; a
+    the next run removes the folder); the Ray variables it sets in this process's environment
+    are taken back after. "auto", "ray://host:port" or "host:port": the existing cluster; a
     cluster that does not answer within CONNECT_TIMEOUT_S is one line. Already connected (a test
     session, a notebook): that connection, left open."""
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    check_address(address)
+    if _joining.is_set():
+        raise HarnessError("an earlier attempt to join a Ray cluster is still running; start a new process")
+    set_here: list[str] = []
+
+    def setenv(key: str, value: str) -> None:
+        if key not in os.environ:
+            os.environ[key] = value
+            set_here.append(key)
+
+    setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     if address is None:  # before `import ray`: its constants and config are read then
-        os.environ.setdefault(LOOPBACK_ONLY, "0")
+        setenv(LOOPBACK_ONLY, "0")
         if "RAY_AUTH_MODE" not in os.environ and "RAY_AUTH_TOKEN" not in os.environ:
-            os.environ["RAY_AUTH_MODE"] = "token"
-            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+            setenv("RAY_AUTH_MODE", "token")
+            setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    try:
+        with _connected(address) as ray:
+            yield ray
+    finally:
+        for key in set_here:
+            os.environ.pop(key, None)
+
+
+@contextlib.contextmanager
+def _connected(address: str | None) -> Iterator[object]:
     try:
         import ray
     except ImportError:
@@ -140,14 +185,23 @@ def connect(address: str | None) -> Iterator[object]:
 def _join(ray, address: str, **options) -> None:
     """`ray.init(address)` within CONNECT_TIMEOUT_S, else one line. Ray retries an address where
     no cluster answers for as long as it is left to (minutes and more), so it runs in a daemon
-    thread the driver stops waiting for; a process that gives up exits without it."""
+    thread the driver stops waiting for. A join that succeeds after the driver gave up is shut
+    down by that thread, and while it still runs no other connect starts (`_joining`); a process
+    that gives up exits without it."""
     box: dict[str, BaseException] = {}
+    lock = threading.Lock()
+    gave_up = threading.Event()
 
     def init() -> None:
         try:
             ray.init(address, **options)
         except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
             box["error"] = e
+        finally:
+            with lock:
+                if gave_up.is_set() and ray.is_initialized():
+                    ray.shutdown()  # nobody owns this connection
+                _joining.clear()
 
     hint = (
         f"check the address, that RAY_AUTH_TOKEN is the cluster's (~/.ray/auth_token on its head), "
@@ -156,13 +210,18 @@ def _join(ray, address: str, **options) -> None:
     worker_log = logging.getLogger("ray._private.worker")  # "SIGTERM handler is not set" from a thread
     level = worker_log.level
     worker_log.setLevel(logging.ERROR)
+    _joining.set()
     try:
         thread = threading.Thread(target=init, name="ray-connect", daemon=True)
         thread.start()
         thread.join(CONNECT_TIMEOUT_S)
+        with lock:
+            late = thread.is_alive()
+            if late:
+                gave_up.set()
     finally:
         worker_log.setLevel(level)
-    if thread.is_alive():
+    if late:
         raise HarnessError(
             f"--address {address}: no Ray cluster answered within {CONNECT_TIMEOUT_S:g} s ({hint})"
         )

@@ -78,17 +78,23 @@ def set_worker_threads() -> None:
         del os.environ["OMP_NUM_THREADS"]  # torch reads it once, when imported
         import torch
 
-        torch.set_num_threads(min(torch.get_num_threads(), share))
+        _PLAIN_THREADS[0] = torch.get_num_threads()  # what a plain process here renders with
+        torch.set_num_threads(min(_PLAIN_THREADS[0], share))
+
+
+_PLAIN_THREADS: list[int | None] = [None]
 
 
 def worker_info(label: str) -> dict[str, Any]:
-    """Who and where a worker is: label, host, pid, harness version, the GPUs Ray gave it, and
-    its torch threads when torch is loaded (None before)."""
+    """Who and where a worker is: label, host, pid, harness version, the GPUs Ray gave it, its
+    torch threads when torch is loaded (None before) and the threads a plain process on this
+    node would use (`plain_threads`, when `set_worker_threads` capped them; else its own)."""
     import ray
 
     from harness import __version__
 
     torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
     return {
         "label": label,
         "host": socket.gethostname(),
@@ -96,7 +102,8 @@ def worker_info(label: str) -> dict[str, Any]:
         "harness": __version__,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-        "threads": torch.get_num_threads() if torch is not None else None,
+        "threads": threads,
+        "plain_threads": _PLAIN_THREADS[0] or threads,
     }
 
 
