@@ -9,6 +9,8 @@
 - a bundle that hangs where SIGALRM cannot reach it (its worker SIGSTOPped as it is handed out,
   as a hang in native code would be) is stopped by the driver's backstop: a failed row for the
   time limit, the worker restarted by Ray, the other bundles judged normally, in bounded time.
+- a worker killed mid-bundle whose restart never answers (stopped) is retired, and the bundles
+  left are failed rows ("no Ray worker is left") in bounded time.
 
 Skipped without ray; the cluster faults also without `unshare` (util-linux) or the right to
 make mount and UTS namespaces (as root, or in a user namespace)."""
@@ -311,3 +313,68 @@ def test_a_hang_sigalrm_cannot_cut_is_stopped_by_the_drivers_backstop(
         "c": "pass",
     }
     assert json.loads((bundles["b"] / "verdict.json").read_text())["verdict"] == "fail"
+
+
+def _stop_next_judge(old: int, stopped: list[int], stop: threading.Event) -> None:
+    """SIGSTOP the first JudgeWorker process other than `old` (Ray's restart of it), so the
+    restart never answers, as on a node that is gone."""
+    while not stop.is_set():
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != old:
+                try:
+                    cmd = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if cmd.startswith(b"ray::JudgeWorker"):
+                    os.kill(int(entry.name), signal.SIGSTOP)
+                    stopped.append(int(entry.name))
+                    return
+        time.sleep(0.02)
+
+
+@needs_ray
+def test_a_worker_whose_restart_never_answers_is_retired_and_the_rest_fail_in_bounded_time(
+    tmp_path, demo_bundle, ray_cluster
+):
+    """Bundle a's worker is killed mid-bundle and its restart is stopped before it answers: the
+    driver's questions to it fail, it is retired, and with no worker left a and b are failed
+    rows saying so, instead of a driver waiting forever. (A restart that stays pending, its
+    node gone, is cut by RESTART_TIMEOUT_S instead; that path is not reproduced here.)"""
+    from harness.bundle import ray_backend
+
+    root = tmp_path / "subs"
+    _teams(demo_bundle, root, tmp_path, "ab")
+    stopped: list[int] = []
+    stop = threading.Event()
+
+    def on_dispatch(bundle: Path, worker: dict) -> None:
+        if bundle.name == "a" and not stopped:
+            args = (worker["pid"], stopped, stop)
+            threading.Thread(target=_stop_next_judge, args=args, daemon=True).start()
+            threading.Timer(0.5, lambda: os.kill(worker["pid"], signal.SIGKILL)).start()
+
+    def unstick() -> None:  # should the driver not give up, end the hang: the test then fails
+        for pid in stopped:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+    dog = threading.Timer(60, unstick)
+    dog.start()
+    start = time.monotonic()
+    try:
+        rows = ray_backend.verify_all_ray(
+            root, rerun=False, workers=1, gpus_per_worker=0, on_dispatch=on_dispatch
+        )
+    finally:
+        dog.cancel()
+        stop.set()
+        for pid in stopped:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    took = time.monotonic() - start
+    assert len(stopped) == 1
+    assert took < 55  # the driver gave up on the worker, not the watchdog
+    for row in rows:
+        assert row.verdict["verdict"] == "fail", row.verdict
+        assert any("no Ray worker is left" in p for p in row.verdict["problems"]), row.verdict["problems"]
+    assert {k: v["verdict"]["verdict"] for k, v in read_ledger(root).items()} == {"a": "fail", "b": "fail"}

@@ -42,10 +42,17 @@ from harness.bundle.batch import (
     save_verdict,
     start_batch,
 )
-from harness.cluster.workers import plan_workers, set_worker_threads, start_actors, worker_info
+from harness.cluster.workers import (
+    STARTUP_TIMEOUT_S,
+    plan_workers,
+    set_worker_threads,
+    start_actors,
+    worker_info,
+)
 from harness.errors import HarnessError, first_line
 
 MAX_ATTEMPTS = 3  # tries of one bundle when the worker judging it dies (a crash, an OOM kill)
+RESTART_TIMEOUT_S = STARTUP_TIMEOUT_S  # a dead worker must be back (answering `info`) within this
 BACKSTOP_GRACE_S = 60.0  # past the time limit plus this, the driver kills the worker itself
 PROBE = ".verify-ray-probe"  # written by the driver in ROOT at start, read by every worker
 
@@ -91,6 +98,7 @@ class _Worker:
     base: str | None = None  # the base model of the bundles it was last given
     job: _Job | None = None
     restarting: bool = False  # died; waiting for Ray's restart to answer `info` again
+    died_at: float = 0.0  # when it died (monotonic); a restart not answered in RESTART_TIMEOUT_S retires it
     failed_restarts: int = 0
     retired: bool = False
 
@@ -318,6 +326,8 @@ def _run(
         bar.update(1)
 
     def restart(w: _Worker) -> None:  # Ray restarts the process; ask who it is before reusing it
+        if not w.restarting:
+            w.died_at = time.monotonic()
         w.restarting = True
         inflight[w.actor.info.remote(str(root), token)] = (w, "info")
 
@@ -379,6 +389,12 @@ def _run(
                 v.add("bundle", [f"internal error in the worker: {first_line(e.cause or e)}"])
                 seconds = elapsed
             finish(w, job, v, seconds)
+        now = time.monotonic()
+        for ref, (w, kind) in list(inflight.items()):  # a restart that never comes back (node gone)
+            if kind == "info" and now - w.died_at > RESTART_TIMEOUT_S:
+                del inflight[ref]
+                w.retired = True
+                ray.kill(w.actor, no_restart=True)
         if limit is not None:  # a hang SIGALRM cannot cut (native code): the driver kills the worker
             now = time.monotonic()
             for w, kind in inflight.values():
