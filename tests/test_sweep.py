@@ -41,6 +41,21 @@ def three_panels(**overrides) -> dict:
     return data
 
 
+def two_panels_with_lora(folder, tiny_model_dir):
+    """folder/s/story.yaml: a 2-panel story (64x64, 2 steps) with a real LoRA beside it
+    (style.safetensors, strength 1.0), so LoRA strengths can be swept too."""
+    from tests.bundle_fixtures import make_lora
+
+    lora = make_lora(folder / "lora-src", tiny_model_dir)
+    (folder / "s").mkdir()
+    os.replace(lora, folder / "s" / "style.safetensors")
+    data = three_panels(lora={"path": "style.safetensors", "scale": 1.0})
+    data["panel_count"], data["panels"] = 2, data["panels"][:2]
+    story = folder / "s" / "story.yaml"
+    story.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return story
+
+
 @pytest.fixture(scope="module")
 def demo_sweep(tmp_path_factory, tiny_model_dir):
     """`harness sweep <demo story> --seeds 3 --panels 1,2 --out DIR` (the demo at 64x64, 2 steps)."""
@@ -180,15 +195,8 @@ def test_lora_strengths_are_swept_for_the_whole_story_and_the_swept_story_carrie
     from harness.config.story import load_story
     from harness.render.run import render_story
     from harness.sweep.outputs import read_table
-    from tests.bundle_fixtures import make_lora
 
-    lora = make_lora(tmp_path / "lora-src", tiny_model_dir)
-    (tmp_path / "s").mkdir()
-    os.replace(lora, tmp_path / "s" / "style.safetensors")
-    data = three_panels(lora={"path": "style.safetensors", "scale": 1.0})
-    data["panel_count"], data["panels"] = 2, data["panels"][:2]
-    story = tmp_path / "s" / "story.yaml"
-    story.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    story = two_panels_with_lora(tmp_path, tiny_model_dir)
     out = tmp_path / "out"
     assert main(["sweep", str(story), "--seeds", "1", "--panels", "1", "--scales", "-1.5", "--out", str(out),
                  "--quiet", "--min-consistency", "-1"]) == 1  # fmt: skip

@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness.cli import main
 from harness.errors import HarnessError
-from tests.test_sweep import three_panels
+from tests.test_sweep import two_panels_with_lora
 
 pytest_plugins = ["tests.ray_fixtures"]
 pytestmark = pytest.mark.skipif(
@@ -34,17 +33,7 @@ WHOLE = ["--backend", "ray", "--workers", "1", "--gpus-per-worker", "0"]
 @pytest.fixture(scope="module")
 def lora_story(tmp_path_factory, tiny_model_dir) -> Path:
     """A 2-panel story (64x64, 2 steps) with a real LoRA, so strengths are swept too."""
-    from tests.bundle_fixtures import make_lora
-
-    folder = tmp_path_factory.mktemp("ray-sweep")
-    lora = make_lora(folder / "lora-src", tiny_model_dir)
-    (folder / "s").mkdir()
-    os.replace(lora, folder / "s" / "style.safetensors")
-    data = three_panels(lora={"path": "style.safetensors", "scale": 1.0})
-    data["panel_count"], data["panels"] = 2, data["panels"][:2]
-    story = folder / "s" / "story.yaml"
-    story.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return story
+    return two_panels_with_lora(tmp_path_factory.mktemp("ray-sweep"), tiny_model_dir)
 
 
 def _sweep(story: Path, out: Path, *extra: str) -> int:

@@ -106,6 +106,37 @@ class PanelParams(Record):
     dtype: str
     batch_size: int = Field(ge=1)
 
+    @classmethod
+    def for_job(
+        cls,
+        story: Any,
+        job: Any,
+        sampling: Any,
+        model: ModelRecord,
+        lora: "LoraRecord | None",
+        placement: Any,
+        batch_size: int,
+    ) -> "PanelParams":
+        """What a render embeds for `job` (a `PanelJob`) of `story`, drawn with `sampling` (a
+        model with the sampling fields) on `placement`: the one way render and sweep fill it."""
+        from harness import __version__
+
+        return cls(
+            harness_version=__version__,
+            team=story.team,
+            name=story.name,
+            panel=job.index,
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            seed=job.seed,
+            **sampling.model_dump(mode="json"),
+            model=model,
+            lora=lora,
+            device=placement.device,
+            dtype=placement.dtype_name,
+            batch_size=batch_size,
+        )
+
     @property
     def sampling(self) -> SamplingRecord:
         return SamplingRecord(**{k: getattr(self, k) for k in SAMPLING_KEYS})

@@ -275,17 +275,6 @@ def _write_run(plan: RenderPlan) -> RenderResult:
         PanelJob(i, story.panels[i - 1].prompt, story.negative_for(i - 1), story.panels[i - 1].seed)
         for i in plan.chosen
     ]
-    common = {
-        "harness_version": __version__,
-        "team": story.team,
-        "name": story.name,
-        **sampling.model_dump(),
-        "model": model_rec,
-        "lora": lora,
-        "device": placement.device,
-        "dtype": placement.dtype_name,
-        "batch_size": batch_size,
-    }
     from harness.render.pngmeta import save_png
 
     by_index = {p.index: p for p in manifest.panels}
@@ -294,13 +283,7 @@ def _write_run(plan: RenderPlan) -> RenderResult:
         nonlocal manifest
         for job, image in done:
             rel = panel_file(job.index)
-            params = PanelParams(
-                **common,
-                panel=job.index,
-                prompt=job.prompt,
-                negative_prompt=job.negative_prompt,
-                seed=job.seed,
-            )
+            params = PanelParams.for_job(story, job, sampling, model_rec, lora, placement, batch_size)
             save_png(image, out / rel, params)
             by_index[job.index] = PanelRecord(
                 index=job.index,

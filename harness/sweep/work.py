@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from harness import __version__
 from harness.sweep import store
 from harness.sweep.plan import Candidate, scale_text
 
@@ -151,22 +150,8 @@ class CandidateRenderer:
         drawn = render_panels(pipe, request, jobs, sampling, batch_size=1, progress=False)
         seconds = (time.perf_counter() - t0) / len(chunk)
         pngs = []
-        for c, (job, image) in zip(chunk, drawn, strict=True):
-            params = PanelParams(
-                harness_version=__version__,
-                team=story.team,
-                name=story.name,
-                panel=c.panel,
-                prompt=job.prompt,
-                negative_prompt=job.negative_prompt,
-                seed=c.seed,
-                **sampling.model_dump(mode="json"),
-                model=model_rec,
-                lora=lora,
-                device=self.placement.device,
-                dtype=self.placement.dtype_name,
-                batch_size=1,
-            )
+        for job, image in drawn:
+            params = PanelParams.for_job(story, job, sampling, model_rec, lora, self.placement, 1)
             pngs.append(png_bytes(image, params))
             RENDER_COUNT[0] += 1
         park_pipeline()
